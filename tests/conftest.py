@@ -1,0 +1,75 @@
+"""Shared fixtures: real services (Redis, PostgreSQL, moto server over HTTP).
+
+With CHATSVC_REQUIRE_SERVICES=1 (as .ci/run sets it) a missing service fails
+the test instead of skipping it.
+"""
+
+import os
+import socket
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+# Fake credentials for moto; set before any boto3 client exists.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.pop("AWS_PROFILE", None)
+
+REQUIRE_SERVICES = os.environ.get("CHATSVC_REQUIRE_SERVICES") == "1"
+
+
+def service_missing(reason: str):
+    """Fail when services are required (CI), skip otherwise."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        service_missing("REDIS_URL is not set")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis at {url} is unreachable: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """moto in server mode, over real HTTP on loopback, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, settings):
+    """A freshly provisioned queue, DLQ and table on the moto server."""
+    from chatsvc.aws import clients, provision
+
+    settings.AWS_ENDPOINT_URL = moto_endpoint
+    settings.AWS_REGION = "us-east-1"
+    name = f"chat-{uuid.uuid4().hex[:10]}"
+    queue_url, dlq_url = provision.ensure_queue(clients.sqs(), name)
+    provision.ensure_table(clients.dynamodb(), name)
+    settings.CHAT_QUEUE_URL = queue_url
+    settings.CHAT_TABLE_NAME = name
+    return SimpleNamespace(
+        endpoint=moto_endpoint, queue_url=queue_url, dlq_url=dlq_url, table=name
+    )
