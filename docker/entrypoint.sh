@@ -1,0 +1,67 @@
+#!/bin/sh
+# Container entrypoint. Roles:
+#   web      ASGI server (daphne) on 0.0.0.0:8000
+#   worker   SQS -> DynamoDB consumer (manage.py consume_queue)
+#   migrate  database migrations, run once per release (a one-off task)
+#   healthcheck  used by the image's HEALTHCHECK
+# Anything else is executed as given (e.g. `python manage.py shell`).
+#
+# DATABASE_URL and REDIS_URL may be given directly. When they are not, they are
+# composed from the variables ECS injects from Secrets Manager:
+#   DATABASE_HOST, DATABASE_PORT (5432), DATABASE_NAME, DATABASE_USER, DATABASE_PASSWORD
+#   REDIS_HOST, REDIS_PORT (6379), REDIS_AUTH_TOKEN, REDIS_TLS (true -> rediss://)
+set -eu
+
+compose_urls() {
+    if [ -z "${DATABASE_URL:-}" ] && [ -n "${DATABASE_HOST:-}" ]; then
+        DATABASE_URL="$(python -c 'import os
+from urllib.parse import quote
+e = os.environ
+print("postgres://{}:{}@{}:{}/{}".format(
+    quote(e["DATABASE_USER"], safe=""), quote(e["DATABASE_PASSWORD"], safe=""),
+    e["DATABASE_HOST"], e.get("DATABASE_PORT") or "5432", e.get("DATABASE_NAME") or "chatsvc"))')"
+        export DATABASE_URL
+    fi
+    if [ -z "${REDIS_URL:-}" ] && [ -n "${REDIS_HOST:-}" ]; then
+        REDIS_URL="$(python -c 'import os
+from urllib.parse import quote
+e = os.environ
+scheme = "rediss" if e.get("REDIS_TLS", "true").lower() in ("1", "true", "yes") else "redis"
+token = e.get("REDIS_AUTH_TOKEN", "")
+auth = ":{}@".format(quote(token, safe="")) if token else ""
+print("{}://{}{}:{}/0".format(scheme, auth, e["REDIS_HOST"], e.get("REDIS_PORT") or "6379"))')"
+        export REDIS_URL
+    fi
+}
+
+healthcheck() {
+    # PID 1 is the role's process (every role execs). Only the web role serves HTTP.
+    if tr '\0' ' ' < /proc/1/cmdline | grep -q daphne; then
+        exec python -c 'import urllib.request
+urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=4)'
+    fi
+    exit 0
+}
+
+role="${1:-web}"
+case "$role" in
+    web)
+        compose_urls
+        exec daphne -b 0.0.0.0 -p 8000 --proxy-headers chatsvc.asgi:application
+        ;;
+    worker)
+        compose_urls
+        exec python manage.py consume_queue
+        ;;
+    migrate)
+        compose_urls
+        exec python manage.py migrate --noinput
+        ;;
+    healthcheck)
+        healthcheck
+        ;;
+    *)
+        compose_urls
+        exec "$@"
+        ;;
+esac
