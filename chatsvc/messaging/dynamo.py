@@ -1,0 +1,259 @@
+"""The messages table: queue message -> item, idempotent batch writes, history reads.
+
+Items are keyed by (connection_id, message_id). A PutRequest of the same key
+replaces the item with identical content, so redelivered queue messages are
+harmless; only `created_at` moves to the time of the latest write.
+"""
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from chatsvc.aws import clients
+from chatsvc.core.ulid import is_ulid
+from chatsvc.messaging.queue_message import VERSION, InvalidQueueMessage, QueueMessage
+
+logger = logging.getLogger(__name__)
+
+BATCH_WRITE_MAX = 25  # DynamoDB BatchWriteItem limit
+DEFAULT_WRITE_TIMEOUT = 10.0  # seconds of retrying before items count as failed
+HISTORY_MAX_LIMIT = 100
+HISTORY_DEFAULT_LIMIT = 50
+# Pages of expired-but-not-yet-deleted items (TTL deletion lags) to skip per call.
+HISTORY_MAX_QUERIES = 5
+
+# Errors worth another attempt; anything else from DynamoDB is a bad request.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+        "TransactionInProgressException",
+    }
+)
+
+Key = tuple[str, str]  # (connection_id, message_id)
+
+
+class InvalidHistoryQuery(ValueError):
+    """A history request with a bad connection id, cursor or page size."""
+
+
+def item_key(item: dict) -> Key:
+    return item["connection_id"]["S"], item["message_id"]["S"]
+
+
+def to_item(message: QueueMessage, *, stored_at: datetime | None = None) -> dict:
+    """The DynamoDB item (low-level attribute values) for a queue message."""
+    # Key attributes must be valid ULIDs: an empty or oversized key would make
+    # DynamoDB reject the whole batch it travels in.
+    if not is_ulid(message.connection_id):
+        raise InvalidQueueMessage("connection_id is not a ULID")
+    if not is_ulid(message.id):
+        raise InvalidQueueMessage("id is not a ULID")
+    stored_at = stored_at or datetime.now(UTC)
+    item = {
+        "connection_id": {"S": message.connection_id},
+        "message_id": {"S": message.id},
+        "v": {"N": str(VERSION)},
+        "tenant_id": {"S": message.tenant_id},
+        "sender_id": {"S": message.sender_id},
+        "sender_name": {"S": message.sender_name},
+        "body": {"S": message.body},
+        "ts": {"S": message.ts},
+        "created_at": {"S": stored_at.isoformat(timespec="milliseconds")},
+    }
+    if message.expires_at is not None:
+        item["expires_at"] = {"N": str(message.expires_at)}
+    return item
+
+
+def item_to_message(item: dict) -> dict:
+    """A stored item shaped like the WebSocket `message` frame (without `type`)."""
+    return {
+        "connection_id": item["connection_id"]["S"],
+        "id": item["message_id"]["S"],
+        "sender": {"id": item["sender_id"]["S"], "name": item["sender_name"]["S"]},
+        "body": item["body"]["S"],
+        "ts": item["ts"]["S"],
+    }
+
+
+@dataclass
+class WriteResult:
+    stored: list[Key] = field(default_factory=list)
+    failed: list[Key] = field(default_factory=list)
+    retries: int = 0  # extra BatchWriteItem/PutItem attempts after the first
+    calls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def backoff_delay(attempt: int, *, base: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter (attempt 1 is the first retry)."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "ClientError")
+    return type(exc).__name__
+
+
+def _is_retryable(exc: Exception) -> bool:
+    # Network-level failures (BotoCoreError) leave the outcome unknown; the
+    # write is idempotent, so trying again is always safe.
+    return isinstance(exc, BotoCoreError) or _error_code(exc) in RETRYABLE_CODES
+
+
+def write_items(
+    *,
+    items: Iterable[dict],
+    table: str | None = None,
+    client=None,
+    deadline: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WriteResult:
+    """Store items with BatchWriteItem, retrying until stored or `deadline`.
+
+    Duplicate keys are collapsed (DynamoDB rejects them in one request).
+    UnprocessedItems and throttling are retried with exponential backoff and
+    jitter; a request DynamoDB rejects as invalid is split into single PutItem
+    calls so one bad item cannot keep the others out. `deadline` is a
+    time.monotonic() value; items not stored by then are reported as failed.
+    `on_wait` is called before every backoff sleep (the worker extends SQS
+    visibility there).
+    """
+    if deadline is None:
+        deadline = time.monotonic() + DEFAULT_WRITE_TIMEOUT
+    table = table or settings.CHAT_TABLE_NAME
+    client = client or clients.dynamodb()
+    unique: dict[Key, dict] = {}
+    for item in items:
+        unique.setdefault(item_key(item), item)
+    result = WriteResult()
+    pending = list(unique.values())
+    attempt = 0
+    while pending:
+        chunk, rest = pending[:BATCH_WRITE_MAX], pending[BATCH_WRITE_MAX:]
+        try:
+            result.calls += 1
+            response = client.batch_write_item(
+                RequestItems={table: [{"PutRequest": {"Item": item}} for item in chunk]}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if not _is_retryable(exc):
+                result.errors.append(_error_code(exc))
+                _write_singly(client, table, chunk, result)
+                pending = rest
+                continue
+            unprocessed = chunk
+            result.errors.append(_error_code(exc))
+        else:
+            unprocessed = [
+                request["PutRequest"]["Item"]
+                for request in response.get("UnprocessedItems", {}).get(table, [])
+            ]
+            unprocessed_keys = {item_key(item) for item in unprocessed}
+            result.stored.extend(key for key in map(item_key, chunk) if key not in unprocessed_keys)
+        if not unprocessed:
+            attempt = 0
+            pending = rest
+            continue
+        attempt += 1
+        delay = backoff_delay(attempt)
+        if time.monotonic() + delay > deadline:
+            result.failed.extend(map(item_key, unprocessed))
+            pending = rest
+            # Past the deadline the remaining chunks get one attempt each.
+            continue
+        result.retries += 1
+        if on_wait is not None:
+            on_wait()
+        sleep(delay)
+        # Unprocessed items go first so they are not starved by later chunks.
+        pending = unprocessed + rest
+    return result
+
+
+def _write_singly(client, table: str, chunk: Sequence[dict], result: WriteResult) -> None:
+    for item in chunk:
+        result.calls += 1
+        try:
+            client.put_item(TableName=table, Item=item)
+        except (ClientError, BotoCoreError) as exc:
+            result.errors.append(_error_code(exc))
+            result.failed.append(item_key(item))
+            logger.warning(
+                "item rejected by DynamoDB",
+                extra={
+                    "connection_id": item_key(item)[0],
+                    "message_id": item_key(item)[1],
+                    "error": _error_code(exc),
+                },
+            )
+        else:
+            result.stored.append(item_key(item))
+
+
+def fetch_history(
+    *, connection_id: str, before: str | None = None, limit: int = HISTORY_DEFAULT_LIMIT
+) -> tuple[list[dict], str | None]:
+    """A page of a room's messages, newest first, and the cursor for the next (older) page.
+
+    `before` is a message id (exclusive); `next` is the id to pass as `before`
+    for the following page, or None when there is nothing older. Expired items
+    (`expires_at` in the past, not yet removed by TTL) are never returned.
+    Raises InvalidHistoryQuery for a bad connection id, cursor or page size.
+    """
+    if not is_ulid(connection_id):
+        raise InvalidHistoryQuery("connection_id must be a ULID")
+    if before is not None and not is_ulid(before):
+        raise InvalidHistoryQuery("before must be a message id")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise InvalidHistoryQuery(f"limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
+
+    client = clients.dynamodb()
+    names = {"#c": "connection_id", "#e": "expires_at"}
+    values = {":c": {"S": connection_id}, ":now": {"N": str(int(time.time()))}}
+    condition = "#c = :c"
+    if before is not None:
+        condition += " AND #m < :before"
+        names["#m"] = "message_id"
+        values[":before"] = {"S": before}
+    found: list[dict] = []
+    start_key = None
+    for _ in range(HISTORY_MAX_QUERIES):
+        params = {
+            "TableName": settings.CHAT_TABLE_NAME,
+            "KeyConditionExpression": condition,
+            "FilterExpression": "attribute_not_exists(#e) OR #e >= :now",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            # One more than needed tells whether an older page exists.
+            "Limit": limit + 1 - len(found),
+        }
+        if start_key is not None:
+            params["ExclusiveStartKey"] = start_key
+        response = client.query(**params)
+        found.extend(response.get("Items", []))
+        start_key = response.get("LastEvaluatedKey")
+        if len(found) > limit or start_key is None:
+            break
+    messages = [item_to_message(item) for item in found[:limit]]
+    if len(found) > limit:
+        return messages, messages[-1]["id"]
+    if start_key is not None:
+        # Stopped early among expired items: resume after the last one evaluated.
+        return messages, start_key["message_id"]["S"]
+    return messages, None

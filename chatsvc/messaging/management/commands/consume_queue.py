@@ -1,0 +1,91 @@
+"""`manage.py consume_queue`: persist the chat queue into DynamoDB (the worker role)."""
+
+import logging
+import signal
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from chatsvc.aws import clients
+from chatsvc.messaging import worker
+
+logger = logging.getLogger("chatsvc.messaging.worker")
+
+
+class Command(BaseCommand):
+    help = (
+        "Long-poll the chat queue and store its messages in DynamoDB. "
+        "SIGTERM/SIGINT finish the batches in flight and exit 0."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--pollers",
+            type=int,
+            default=1,
+            help="receive/store threads in this process (default 1)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=worker.DEFAULT_BATCH_SIZE,
+            help=f"messages per batch, 1..{worker.MAX_BATCH_SIZE} "
+            f"(default {worker.DEFAULT_BATCH_SIZE}: 5 full receives, 2 full BatchWriteItem)",
+        )
+        parser.add_argument(
+            "--linger-ms",
+            type=int,
+            default=500,
+            help="keep receiving this long after a batch's first message to fill it (default 500)",
+        )
+        parser.add_argument(
+            "--wait-seconds",
+            type=int,
+            default=worker.SQS_MAX_WAIT_SECONDS,
+            help="long-poll wait of an empty batch's receive, 0..20 (default 20)",
+        )
+        parser.add_argument(
+            "--write-timeout",
+            type=float,
+            default=10.0,
+            help="seconds to retry DynamoDB for one batch before leaving it to SQS (default 10)",
+        )
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="drain mode: exit 0 once a receive finds the queue empty",
+        )
+
+    def handle(self, *args, **options):
+        try:
+            worker_options = worker.WorkerOptions(
+                queue_url=settings.CHAT_QUEUE_URL,
+                table=settings.CHAT_TABLE_NAME,
+                pollers=options["pollers"],
+                batch_size=options["batch_size"],
+                linger=options["linger_ms"] / 1000,
+                wait_seconds=options["wait_seconds"],
+                write_timeout=options["write_timeout"],
+                once=options["once"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        consumer = worker.QueueWorker(
+            options=worker_options, sqs=clients.sqs(), dynamodb=clients.dynamodb()
+        )
+
+        def request_stop(signum, frame):
+            if consumer.stopping:
+                logger.info("already stopping", extra={"signal": signal.Signals(signum).name})
+                return
+            logger.info("stopping", extra={"signal": signal.Signals(signum).name})
+            consumer.stop()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            consumer.run()
+        except (ClientError, BotoCoreError) as exc:
+            # Only the start-up call (the queue's attributes) gets here: bad configuration.
+            raise CommandError(f"cannot read queue {settings.CHAT_QUEUE_URL}: {exc}") from exc
