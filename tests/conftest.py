@@ -11,11 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 
-# Fake credentials for moto; set before any boto3 client exists.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.pop("AWS_PROFILE", None)
-
 REQUIRE_SERVICES = os.environ.get("CHATSVC_REQUIRE_SERVICES") == "1"
 
 
@@ -70,6 +65,4 @@ def aws(moto_endpoint, settings):
     provision.ensure_table(clients.dynamodb(), name)
     settings.CHAT_QUEUE_URL = queue_url
     settings.CHAT_TABLE_NAME = name
-    return SimpleNamespace(
-        endpoint=moto_endpoint, queue_url=queue_url, dlq_url=dlq_url, table=name
-    )
+    return SimpleNamespace(endpoint=moto_endpoint, queue_url=queue_url, dlq_url=dlq_url, table=name)

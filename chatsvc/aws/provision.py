@@ -30,9 +30,9 @@ TABLE_TTL_ATTRIBUTE = "expires_at"
 def ensure_queue(sqs, name: str) -> tuple[str, str]:
     """Create (or find) the queue and its DLQ; return (queue_url, dlq_url)."""
     dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes=DLQ_ATTRIBUTES)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
     queue_url = sqs.create_queue(
         QueueName=name, Attributes={**QUEUE_ATTRIBUTES, "RedrivePolicy": redrive}

@@ -27,6 +27,16 @@ class QueueMessage:
     ts: str
     expires_at: int | None = None
 
+    def as_message(self) -> dict:
+        """The message as clients see it (the `message` frame without its type)."""
+        return {
+            "connection_id": self.connection_id,
+            "id": self.id,
+            "sender": {"id": self.sender_id, "name": self.sender_name},
+            "body": self.body,
+            "ts": self.ts,
+        }
+
     def to_json(self) -> str:
         data = {"v": VERSION, **asdict(self)}
         if self.expires_at is None:

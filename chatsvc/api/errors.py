@@ -1,0 +1,48 @@
+"""One JSON error shape for the whole API: {"error": {code, message, details?}}."""
+
+from django.http import Http404
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_body(code: str, message: str, details: list | None = None) -> dict:
+    error = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def _clean(detail: dict) -> dict:
+    # pydantic's ctx may hold exception objects that are not JSON.
+    return {key: detail[key] for key in ("loc", "msg", "type") if key in detail}
+
+
+def install(api) -> None:
+    def respond(request, status, *args):
+        return api.create_response(request, error_body(*args), status=status)
+
+    @api.exception_handler(ApiError)
+    def api_error(request, exc: ApiError):
+        return respond(request, exc.status, exc.code, exc.message, exc.details)
+
+    @api.exception_handler(ValidationError)
+    def validation_error(request, exc: ValidationError):
+        details = [_clean(d) for d in exc.errors]
+        return respond(request, 422, "invalid_request", "request validation failed", details)
+
+    @api.exception_handler(AuthenticationError)
+    def authentication_error(request, exc):
+        return respond(request, 401, "unauthorized", "missing or invalid API key")
+
+    @api.exception_handler(Http404)
+    def not_found(request, exc):
+        return respond(request, 404, "not_found", "no such resource")
+
+    @api.exception_handler(HttpError)
+    def http_error(request, exc: HttpError):
+        return respond(request, exc.status_code, "http_error", str(exc))

@@ -1,0 +1,70 @@
+import json
+from datetime import datetime
+from typing import Literal
+
+from ninja import Field, Schema
+from pydantic import field_validator
+
+MAX_METADATA_BYTES = 4096
+
+
+class ConnectionIn(Schema):
+    title: str = Field("", max_length=200)
+    metadata: dict = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def metadata_small(cls, value: dict) -> dict:
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must encode to at most {MAX_METADATA_BYTES} bytes")
+        return value
+
+
+class ConnectionOut(Schema):
+    connection_id: str
+    title: str
+    status: Literal["open", "closed"]
+    metadata: dict
+    created_at: datetime
+    closed_at: datetime | None = None
+
+
+class TokenIn(Schema):
+    user_id: str = Field(min_length=1, max_length=128)
+    name: str = Field("", max_length=200)
+    connection_ids: list[str] = Field(min_length=1, max_length=100)
+    role: Literal["member", "moderator"] = "member"
+    ttl_seconds: int = Field(3600, ge=60, le=86400)
+
+
+class TokenOut(Schema):
+    token: str
+    expires_at: datetime
+
+
+class Sender(Schema):
+    id: str
+    name: str
+
+
+class MessageOut(Schema):
+    connection_id: str
+    id: str
+    sender: Sender
+    body: str
+    ts: str
+
+
+class MessagesOut(Schema):
+    messages: list[MessageOut]
+    next: str | None
+
+
+class ErrorDetail(Schema):
+    code: str
+    message: str
+    details: list[dict] | None = None
+
+
+class ErrorOut(Schema):
+    error: ErrorDetail

@@ -1,0 +1,266 @@
+"""The WebSocket endpoint /ws/v1/: one ChatConsumer per socket (docs/protocol.md)."""
+
+import asyncio
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chatsvc.messaging.actions import post_message
+from chatsvc.messaging.producer import EnqueueFailed
+from chatsvc.realtime import events, tokens
+from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame
+from chatsvc.realtime.ratelimit import Strikes, TokenBucket
+from chatsvc.rooms.selectors import room_of_tenant
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TOO_LARGE = 1009
+CLOSE_RESTART = 1012
+CLOSE_NO_AUTH = 4408
+CLOSE_FLOOD = 4429
+FLOOD_STRIKES = 20
+FLOOD_WINDOW_SECONDS = 10
+TYPING_INTERVAL_SECONDS = 2
+
+
+@database_sync_to_async
+def _authenticate(token):
+    return tokens.authenticate(token)
+
+
+@database_sync_to_async
+def _joinable_room(user: tokens.ChatUser, connection_id: str):
+    return room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user: tokens.ChatUser | None = None
+
+    async def connect(self):
+        self.rooms: set[str] = set()
+        self.closed = False
+        self.pending: set[asyncio.Task] = set()
+        self.last_typing: dict[str, float] = {}
+        self.strikes = Strikes(limit=FLOOD_STRIKES, window_seconds=FLOOD_WINDOW_SECONDS)
+        self.bucket: TokenBucket | None = None
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.call_later(
+            settings.CHAT_AUTH_TIMEOUT_SECONDS, self._close_soon, CLOSE_NO_AUTH
+        )
+        await self.accept()
+
+    async def disconnect(self, code):
+        self.closed = True
+        self.deadline.cancel()
+        for connection_id in list(self.rooms):
+            await self._leave_room(connection_id, notify_self=False)
+
+    # --- incoming frames ---------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.closed:
+            return
+        if text_data is None:
+            await self._error(FrameError("bad_frame", "binary frames are not supported"))
+            return
+        if len(text_data.encode()) > self._max_frame_bytes():
+            await self._close(CLOSE_TOO_LARGE)
+            return
+        if self.user is not None and not self.bucket.take():
+            await self._error(FrameError("rate_limited", "too many frames; slow down"))
+            if self.strikes.add():
+                await self._close(CLOSE_FLOOD)
+            return
+        try:
+            frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
+            await self._dispatch(frame)
+        except FrameError as error:
+            await self._error(error)
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
+        if self.user is None:
+            if frame.type != "auth":
+                await self._close(tokens.CLOSE_BAD_TOKEN)
+                return
+            await self._auth(frame)
+            return
+        handler = getattr(self, f"on_{frame.type}")
+        await handler(frame)
+
+    async def _auth(self, frame: ClientFrame) -> None:
+        try:
+            user = await _authenticate(frame.token)
+        except tokens.TokenRejected as rejected:
+            await self._close(rejected.close_code)
+            return
+        if not user.tenant.origin_allowed(self._origin()):
+            await self._close(tokens.CLOSE_FORBIDDEN)
+            return
+        self.deadline.cancel()
+        self.user = user
+        rate = user.tenant.messages_per_second
+        self.bucket = TokenBucket(rate=rate, burst=max(5, 2 * rate))
+        # The session ends when the token does.
+        remaining = max(0.0, user.expires_at + tokens.LEEWAY_SECONDS - time.time())
+        self.deadline = asyncio.get_running_loop().call_later(
+            remaining, self._close_soon, tokens.CLOSE_BAD_TOKEN
+        )
+        await self._send({"type": "ready", "user": {**user.public(), "role": user.role}})
+
+    async def on_auth(self, frame: ClientFrame) -> None:
+        raise FrameError("already_authenticated", "this socket is already authenticated")
+
+    async def on_ping(self, frame: ClientFrame) -> None:
+        await self._send({"type": "pong"})
+
+    async def on_join(self, frame: ClientFrame) -> None:
+        connection_id = frame.connection_id
+        if connection_id in self.rooms:
+            await self._send({"type": "joined", "connection_id": connection_id})
+            return
+        if len(self.rooms) >= settings.CHAT_MAX_ROOMS_PER_SOCKET:
+            raise FrameError("too_many_rooms", "leave a room before joining another", connection_id)
+        room = (
+            await _joinable_room(self.user, connection_id)
+            if self.user.may_join(connection_id)
+            else None
+        )
+        if room is None:
+            raise FrameError("not_found", "no such room", connection_id)
+        if not room.is_open:
+            raise FrameError("room_closed", "the room is closed", connection_id)
+        self.rooms.add(connection_id)
+        await self.channel_layer.group_add(events.room_group(connection_id), self.channel_name)
+        await self._send({"type": "joined", "connection_id": connection_id})
+        await self._presence(connection_id, "joined")
+
+    async def on_leave(self, frame: ClientFrame) -> None:
+        self._require_joined(frame.connection_id)
+        await self._leave_room(frame.connection_id, notify_self=True)
+
+    async def on_send(self, frame: ClientFrame) -> None:
+        self._require_joined(frame.connection_id, ref=frame.client_id)
+        # Acks wait for SQS; keep reading frames meanwhile.
+        task = asyncio.ensure_future(self._post(frame))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def on_typing(self, frame: ClientFrame) -> None:
+        connection_id = frame.connection_id
+        self._require_joined(connection_id)
+        now = time.monotonic()
+        if now - self.last_typing.get(connection_id, 0) < TYPING_INTERVAL_SECONDS:
+            return  # coalesced: peers already show this user typing
+        self.last_typing[connection_id] = now
+        frame = {"type": "typing", "connection_id": connection_id, "user": self.user.public()}
+        await events.broadcast(connection_id, frame, exclude=self.channel_name)
+
+    async def on_history(self, frame: ClientFrame) -> None:
+        from chatsvc.messaging.history import read_history
+
+        self._require_joined(frame.connection_id)
+        messages, cursor = await read_history(
+            connection_id=frame.connection_id,
+            before=frame.data.get("before"),
+            limit=frame.data.get("limit", 50),
+        )
+        await self._send(
+            {
+                "type": "history",
+                "connection_id": frame.connection_id,
+                "messages": messages,
+                "next": cursor,
+            }
+        )
+
+    # --- events from the channel layer ---------------------------------------------
+
+    async def chat_frame(self, event):
+        if event.get("exclude") != self.channel_name and not self.closed:
+            await self.send(text_data=event["text"])
+
+    async def room_closed(self, event):
+        connection_id = event["connection_id"]
+        if connection_id in self.rooms:
+            self.rooms.discard(connection_id)
+            await self.channel_layer.group_discard(
+                events.room_group(connection_id), self.channel_name
+            )
+            await self._send({"type": "left", "connection_id": connection_id, "reason": "closed"})
+
+    async def server_shutdown(self, event):
+        await self._close(CLOSE_RESTART)
+
+    # --- helpers -----------------------------------------------------------------
+
+    async def _post(self, frame: ClientFrame) -> None:
+        try:
+            posted = await post_message(
+                user=self.user,
+                connection_id=frame.connection_id,
+                client_id=frame.client_id,
+                body=frame.body,
+            )
+        except EnqueueFailed:
+            await self._error(
+                FrameError("not_stored", "message not accepted; resend it", frame.client_id)
+            )
+            return
+        except Exception:
+            logger.exception("posting a message failed")
+            await self._error(FrameError("internal", "message not accepted", frame.client_id))
+            return
+        await self._send(
+            {"type": "ack", "client_id": frame.client_id, "id": posted.id, "ts": posted.ts}
+        )
+
+    async def _leave_room(self, connection_id: str, *, notify_self: bool) -> None:
+        self.rooms.discard(connection_id)
+        await self.channel_layer.group_discard(events.room_group(connection_id), self.channel_name)
+        if notify_self:
+            await self._send({"type": "left", "connection_id": connection_id})
+        await self._presence(connection_id, "left")
+
+    async def _presence(self, connection_id: str, event: str) -> None:
+        frame = {
+            "type": "presence",
+            "connection_id": connection_id,
+            "user": self.user.public(),
+            "event": event,
+        }
+        await events.broadcast(connection_id, frame, exclude=self.channel_name)
+
+    def _require_joined(self, connection_id: str, ref: str | None = None) -> None:
+        if connection_id not in self.rooms:
+            raise FrameError("not_joined", "join the room first", ref or connection_id)
+
+    def _max_frame_bytes(self) -> int:
+        if self.user is None:
+            return settings.CHAT_MAX_FRAME_BYTES
+        return min(settings.CHAT_MAX_FRAME_BYTES, self.user.tenant.max_frame_bytes)
+
+    def _origin(self) -> str | None:
+        for name, value in self.scope.get("headers", []):
+            if name == b"origin":
+                return value.decode("latin-1")
+        return None
+
+    async def _send(self, frame: dict) -> None:
+        if not self.closed:
+            await self.send(text_data=events.encode(frame))
+
+    async def _error(self, error: FrameError) -> None:
+        await self._send(error.frame())
+
+    async def _close(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.close(code=code)
+
+    def _close_soon(self, code: int) -> None:
+        task = asyncio.ensure_future(self._close(code))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
