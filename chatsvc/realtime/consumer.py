@@ -78,7 +78,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
             await self._dispatch(frame)
         except FrameError as error:
-            await self._error(error)
+            if self.user is None:  # the first frame must be a valid auth
+                await self._error(error)
+                await self._close(tokens.CLOSE_BAD_TOKEN)
+            else:
+                await self._error(error)
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         if self.user is None:

@@ -1,0 +1,250 @@
+"""Every bad input gets a clear error or close code, and never hurts other sockets."""
+
+import time
+
+import jwt
+import pytest
+
+from chatsvc.core.ulid import new_ulid
+from chatsvc.tenants.services import revoke_key, set_active
+from tests import factories
+from tests.realtime.conftest import async_db, queued_bodies
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def send_frame(room, client_id="c1", body="hi"):
+    return {"type": "send", "connection_id": room, "client_id": client_id, "body": body}
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+async def test_first_frame_must_be_auth(world, connect):
+    client = await connect()
+    await client.send({"type": "join", "connection_id": world.room.connection_id})
+    await client.expect_closed(4401)
+
+
+async def test_no_auth_within_the_deadline_closes_4408(world, connect, settings):
+    settings.CHAT_AUTH_TIMEOUT_SECONDS = 1
+    client = await connect()
+    await client.expect_closed(4408, timeout=3)
+
+
+def forged(issued, **claims):
+    now = int(time.time())
+    payload = {"sub": "u", "cids": ["*"], "iat": now, "exp": now + 600, **claims}
+    return payload
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(
+            lambda w: jwt.encode(
+                forged(w.acme),
+                "not-the-secret-but-long-enough-for-hs256-keys",
+                algorithm="HS256",
+                headers={"kid": w.acme.key.key_id},
+            ),
+            id="bad-signature",
+        ),
+        pytest.param(
+            lambda w: jwt.encode(
+                forged(w.acme, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+                w.acme.signing_secret,
+                algorithm="HS256",
+                headers={"kid": w.acme.key.key_id},
+            ),
+            id="expired",
+        ),
+        pytest.param(
+            lambda w: jwt.encode(
+                forged(w.acme), w.acme.signing_secret, algorithm="HS256", headers={"kid": "nope"}
+            ),
+            id="unknown-kid",
+        ),
+        pytest.param(
+            lambda w: jwt.encode(
+                forged(w.acme, exp=int(time.time()) + 2 * 86400),
+                w.acme.signing_secret,
+                algorithm="HS256",
+                headers={"kid": w.acme.key.key_id},
+            ),
+            id="lifetime-over-24h",
+        ),
+        pytest.param(lambda w: "not.a.jwt", id="garbage"),
+        pytest.param(lambda w: 42, id="not-a-string"),
+    ],
+)
+async def test_bad_tokens_close_4401(world, connect, make_token):
+    client = await connect()
+    await client.send({"type": "auth", "token": make_token(world)})
+    await client.expect_closed(4401)
+
+
+async def test_revoked_key_closes_4401(world, connect):
+    token = factories.token_for(world.acme)
+    await async_db(revoke_key)(key=world.acme.key)
+    client = await connect()
+    await client.send({"type": "auth", "token": token})
+    await client.expect_closed(4401)
+
+
+async def test_inactive_tenant_closes_4403(world, connect):
+    token = factories.token_for(world.acme)
+    await async_db(set_active)(tenant=world.acme.tenant, active=False)
+    client = await connect()
+    await client.send({"type": "auth", "token": token})
+    await client.expect_closed(4403)
+
+
+async def test_origin_outside_the_tenants_list_closes_4403(transactional_db, aws, connect):
+    issued = await async_db(factories.tenant_with_key)("lms", origins=["https://lms.example.edu"])
+    token = factories.token_for(issued)
+    allowed = await connect(origin="https://lms.example.edu")
+    assert (await allowed.auth(token))["type"] == "ready"
+    denied = await connect(origin="https://evil.example.com")
+    await denied.send({"type": "auth", "token": token})
+    await denied.expect_closed(4403)
+
+
+async def test_auth_twice_is_an_error_not_a_close(world, connect):
+    token = factories.token_for(world.acme)
+    client = await connect(token)
+    await client.send({"type": "auth", "token": token})
+    assert (await client.expect("error"))["code"] == "already_authenticated"
+
+
+# --- rooms ---------------------------------------------------------------------------
+
+
+async def test_rooms_that_are_not_yours_look_missing(world, connect):
+    own_room_not_in_token = await async_db(factories.room_for)(world.acme, "Private")
+    token = factories.token_for(world.acme, rooms=[world.room.connection_id])
+    client = await connect(token)
+    for connection_id in (
+        world.other_room.connection_id,  # another tenant's
+        own_room_not_in_token.connection_id,  # not in the token's cids
+        new_ulid(),  # does not exist
+        "not-a-ulid",
+    ):
+        await client.send({"type": "join", "connection_id": connection_id})
+        error = await client.expect("error")
+        assert error["code"] == "not_found" and error["message"] == "no such room"
+    await client.join(world.room.connection_id)
+
+
+async def test_send_to_a_room_not_joined_names_the_client_id(world, connect):
+    client = await connect(factories.token_for(world.acme))
+    await client.send(send_frame(world.room.connection_id, client_id="abc"))
+    error = await client.expect("error")
+    assert error["code"] == "not_joined" and error["ref"] == "abc"
+
+
+# --- malformed frames ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_frame"),
+        ('"text"', "bad_frame"),
+        ('{"no": "type"}', "bad_frame"),
+        ('{"type": "shout"}', "unknown_type"),
+        ('{"type": "send", "connection_id": "x"}', "bad_frame"),
+        ('{"type": "join", "connection_id": 5}', "bad_frame"),
+        (
+            '{"type": "history", "connection_id": "01M8BPJBQT841DKEDQYC4XZ3AJ", "limit": 0}',
+            "bad_frame",
+        ),
+    ],
+)
+async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(world, connect, raw, code):
+    client = await connect(factories.token_for(world.acme))
+    await client.send(raw)
+    assert (await client.expect("error"))["code"] == code
+    await client.send({"type": "ping"})
+    assert (await client.recv())["type"] == "pong"
+
+
+async def test_body_limits(world, connect, settings):
+    settings.CHAT_MAX_BODY_CHARS = 10
+    room = world.room.connection_id
+    client = await connect(factories.token_for(world.acme), room=room)
+    await client.send(send_frame(room, client_id="long", body="x" * 11))
+    error = await client.expect("error")
+    assert error == {
+        "type": "error",
+        "code": "body_too_long",
+        "message": "body exceeds 10 characters",
+        "ref": "long",
+    }
+    await client.send(send_frame(room, client_id="blank", body="   "))
+    assert (await client.expect("error"))["code"] == "bad_frame"
+    await client.send(send_frame(room, client_id="c" * 65))
+    assert (await client.expect("error"))["code"] == "bad_frame"
+
+
+async def test_binary_frames_are_rejected(world, connect):
+    client = await connect(factories.token_for(world.acme))
+    await client.comm.send_to(bytes_data=b"\x00\x01")
+    assert (await client.expect("error"))["code"] == "bad_frame"
+
+
+async def test_frame_above_the_tenant_limit_closes_1009(world, connect):
+    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
+        max_frame_bytes=1024
+    )
+    client = await connect(factories.token_for(world.acme), room=world.room.connection_id)
+    await client.send(send_frame(world.room.connection_id, body="x" * 2000))
+    await client.expect_closed(1009)
+
+
+async def test_frame_above_the_global_limit_closes_1009_before_auth(world, connect, settings):
+    settings.CHAT_MAX_FRAME_BYTES = 4096
+    client = await connect()
+    await client.send({"type": "auth", "token": "x" * 5000})
+    await client.expect_closed(1009)
+
+
+# --- floods and failures -------------------------------------------------------------
+
+
+async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connect):
+    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
+        messages_per_second=1
+    )
+    room = world.room.connection_id
+    flooder = await connect(factories.token_for(world.acme, user_id="f"), room=room)
+    calm = await connect(factories.token_for(world.acme, user_id="c"), room=room)
+    for _ in range(40):
+        await flooder.send({"type": "ping"})
+    frames = []
+    while (frame := await flooder.recv())["type"] != "__closed__":
+        frames.append(frame)
+    assert frame["code"] == 4429
+    assert [f["type"] for f in frames].count("pong") == 4  # burst of 5, one spent on join
+    assert {f["code"] for f in frames if f["type"] == "error"} == {"rate_limited"}
+
+    await calm.send(send_frame(room, client_id="ok"))
+    assert (await calm.expect("ack", skip=("message", "presence")))["client_id"] == "ok"
+
+
+async def test_sqs_failure_names_the_client_id_and_keeps_the_socket(world, connect, settings):
+    settings.CHAT_QUEUE_URL = world.aws.queue_url + "-missing"
+    settings.CHAT_SQS_MAX_ATTEMPTS = 2
+    room = world.room.connection_id
+    client = await connect(factories.token_for(world.acme), room=room)
+    await client.send(send_frame(room, client_id="lost?"))
+    error = await client.expect("error", skip=("message",), timeout=10)
+    assert error["code"] == "not_stored" and error["ref"] == "lost?"
+
+    # The client resends the same client_id once SQS is back: same message, acked.
+    settings.CHAT_QUEUE_URL = world.aws.queue_url
+    await client.send(send_frame(room, client_id="lost?"))
+    ack = await client.expect("ack", timeout=5)
+    [queued] = queued_bodies(world.aws)
+    assert queued["id"] == ack["id"]
