@@ -185,15 +185,18 @@ class QueueWorker:
         batch: list[Received] = []
         errors = 0
         deadline = None
+        shallow = False
         while len(batch) < options.batch_size and not self.stopping:
             want = min(SQS_BATCH_MAX, options.batch_size - len(batch))
             if deadline is None:
                 wait = options.wait_seconds
             else:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                # Linger bounds the wait for new messages, not the reading of a
+                # deep queue: full receives go on until the batch is full.
+                if remaining <= 0 and shallow:
                     break
-                wait = min(SQS_MAX_WAIT_SECONDS, math.floor(remaining))
+                wait = max(0, min(SQS_MAX_WAIT_SECONDS, math.floor(remaining)))
             try:
                 response = self.sqs.receive_message(
                     QueueUrl=options.queue_url,
@@ -216,8 +219,9 @@ class QueueWorker:
             batch.extend(messages)
             if deadline is None:
                 deadline = now + options.linger
-            if len(messages) < want:
-                # The queue is shallow: let it fill instead of paying for small receives.
+            shallow = len(messages) < want
+            if shallow:
+                # Let the queue fill instead of paying for small receives.
                 pause = min(deadline - time.monotonic(), max(options.linger / 4, 0.02))
                 if pause > 0:
                     self._stopping.wait(pause)
