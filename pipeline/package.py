@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
         digest = hashlib.sha256(data).hexdigest()[:16]
-        print(f"{label}: s3://{args.bucket}/{key} ({len(data)} bytes, {len(names)} files, {digest})")
+        size = f"{len(data)} bytes, {len(names)} files, {digest}"
+        print(f"{label}: s3://{args.bucket}/{key} ({size})")
         for name in names:
             print(f"  {name}")
     if args.dry_run:
