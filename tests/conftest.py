@@ -66,3 +66,12 @@ def aws(moto_endpoint, settings):
     settings.CHAT_QUEUE_URL = queue_url
     settings.CHAT_TABLE_NAME = name
     return SimpleNamespace(endpoint=moto_endpoint, queue_url=queue_url, dlq_url=dlq_url, table=name)
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Production serves hashed names from collectstatic's manifest; tests don't collect."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -2,7 +2,7 @@
 
 from django.http import Http404
 from ninja import Field as NinjaField
-from ninja import NinjaAPI, Query, Schema
+from ninja import NinjaAPI, Query, Schema, Status
 
 from chatsvc.api import errors
 from chatsvc.api.auth import TenantApiKey
@@ -57,7 +57,7 @@ def create_connection(request, payload: ConnectionIn):
     room = room_services.open_room(
         tenant=request.auth, title=payload.title, metadata=payload.metadata
     )
-    return 201, _connection(room)
+    return Status(201, _connection(room))
 
 
 @api.get(

@@ -1,0 +1,157 @@
+"""REST API v1 through Django's test client, with real SQLite/PostgreSQL."""
+
+import jwt
+import pytest
+
+from chatsvc.core.ulid import is_ulid, new_ulid
+from chatsvc.realtime import tokens
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def acme():
+    return factories.tenant_with_key("acme")
+
+
+@pytest.fixture
+def api(client, acme):
+    def call(method, path, body=None, key=None):
+        headers = {"Authorization": f"Bearer {key or acme.api_key}"}
+        return getattr(client, method)(
+            f"/api/v1{path}", body, content_type="application/json", headers=headers
+        )
+
+    return call
+
+
+def test_create_get_and_close_a_connection(api):
+    created = api("post", "/connections", {"title": "Algebra 101", "metadata": {"course": 7}})
+    assert created.status_code == 201
+    body = created.json()
+    assert is_ulid(body["connection_id"])
+    assert body["title"] == "Algebra 101" and body["status"] == "open"
+    assert body["metadata"] == {"course": 7} and body["created_at"]
+
+    fetched = api("get", f"/connections/{body['connection_id']}")
+    assert fetched.status_code == 200 and fetched.json()["title"] == "Algebra 101"
+
+    closed = api("post", f"/connections/{body['connection_id']}/close")
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    assert closed.json()["closed_at"]
+
+
+@pytest.mark.parametrize("key", ["", "csk_nope_nope", "garbage", None])
+def test_bad_api_keys_are_401(client, key):
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    response = client.post(
+        "/api/v1/connections", {}, content_type="application/json", headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {"code": "unauthorized", "message": "missing or invalid API key"}
+    }
+
+
+def test_revoked_key_and_inactive_tenant_are_401(api, acme):
+    from chatsvc.tenants.services import revoke_key, rotate_key, set_active
+
+    newer = rotate_key(tenant=acme.tenant)
+    assert api("post", "/connections", {}).status_code == 201  # both keys work during rotation
+    assert api("post", "/connections", {}, key=newer.api_key).status_code == 201
+    revoke_key(key=acme.key)
+    assert api("post", "/connections", {}).status_code == 401
+    set_active(tenant=acme.tenant, active=False)
+    assert api("post", "/connections", {}, key=newer.api_key).status_code == 401
+
+
+def test_another_tenants_room_is_404_like_a_missing_one(api):
+    other = factories.tenant_with_key("other")
+    foreign = factories.room_for(other)
+    for connection_id in (foreign.connection_id, new_ulid(), "not-a-ulid"):
+        for method, path in (
+            ("get", f"/connections/{connection_id}"),
+            ("post", f"/connections/{connection_id}/close"),
+            ("get", f"/connections/{connection_id}/messages"),
+        ):
+            response = api(method, path)
+            assert response.status_code == 404, (method, path)
+            assert response.json()["error"]["code"] == "not_found"
+    foreign.refresh_from_db()
+    assert foreign.is_open
+
+
+def test_bad_bodies_are_422_with_field_details(api):
+    response = api("post", "/tokens", {"user_id": "", "connection_ids": [], "ttl_seconds": 999999})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    fields = {tuple(d["loc"][-1:]) for d in error["details"]}
+    assert {("user_id",), ("connection_ids",), ("ttl_seconds",)} <= fields
+
+    response = api("post", "/connections", {"title": "x" * 201})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"][-1] == "title"
+
+    response = api("post", "/connections", {"metadata": {"blob": "x" * 5000}})
+    assert response.status_code == 422
+
+
+def test_minted_tokens_verify_and_carry_the_claims(api, acme):
+    room = factories.room_for(acme)
+    response = api(
+        "post",
+        "/tokens",
+        {
+            "user_id": "u7",
+            "name": "Grace",
+            "connection_ids": [room.connection_id],
+            "ttl_seconds": 600,
+        },
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+    assert jwt.get_unverified_header(token)["kid"] == acme.key.key_id
+    user = tokens.authenticate(token)
+    assert (user.id, user.name, user.role, user.tenant.pk) == (
+        "u7",
+        "Grace",
+        "member",
+        acme.tenant.pk,
+    )
+    assert user.may_join(room.connection_id) and not user.may_join(new_ulid())
+    claims = jwt.decode(token, acme.signing_secret, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 600
+
+
+def test_tokens_only_for_the_tenants_own_rooms(api):
+    foreign = factories.room_for(factories.tenant_with_key("other"))
+    response = api("post", "/tokens", {"user_id": "u", "connection_ids": [foreign.connection_id]})
+    assert response.status_code == 422
+    assert foreign.connection_id in response.json()["error"]["details"][0]["msg"]
+    wildcard = api("post", "/tokens", {"user_id": "u", "connection_ids": ["*"]})
+    assert wildcard.status_code == 200
+
+
+def test_history_query_is_validated(api, acme):
+    room = factories.room_for(acme)
+    for query in ("limit=0", "limit=101", "before=nope"):
+        response = api("get", f"/connections/{room.connection_id}/messages?{query}")
+        assert response.status_code == 422, query
+
+
+def test_openapi_document_describes_the_api(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert spec["info"]["title"] == "chatsvc"
+    assert {
+        "/api/v1/connections",
+        "/api/v1/connections/{connection_id}",
+        "/api/v1/connections/{connection_id}/close",
+        "/api/v1/connections/{connection_id}/messages",
+        "/api/v1/tokens",
+    } <= set(spec["paths"])
+    schemes = spec["components"]["securitySchemes"].values()
+    assert [scheme["scheme"] for scheme in schemes] == ["bearer"]

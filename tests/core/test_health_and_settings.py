@@ -1,0 +1,81 @@
+"""Load balancer probes, production start-up guards and `check --deploy`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from channels.testing import HttpCommunicator
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsvc.asgi import application
+from chatsvc.core.startup import assert_safe_for_production
+from chatsvc.core.ulid import is_ulid, new_ulid, ulid_time_ms
+from chatsvc.settings import BASE_DIR
+
+
+async def probe(path, host=b"10.0.3.17:8000"):
+    communicator = HttpCommunicator(application, "GET", path, headers=[(b"host", host)])
+    response = await communicator.get_response(timeout=10)
+    return response["status"], json.loads(response["body"])
+
+
+async def test_healthz_answers_any_host_without_dependencies():
+    assert await probe("/healthz") == (200, {"status": "ok"})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_readyz_checks_database_redis_and_sqs(aws):
+    status, body = await probe("/readyz")
+    assert status == 200, body
+    assert body["checks"] == {"database": "ok", "redis": "ok", "sqs": "ok"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_readyz_is_503_when_sqs_is_unreachable(aws, settings):
+    settings.CHAT_QUEUE_URL = aws.queue_url + "-gone"
+    status, body = await probe("/readyz")
+    assert status == 503 and body["status"] == "unavailable"
+    assert body["checks"]["sqs"].startswith("error")
+    assert body["checks"]["database"] == "ok"
+
+
+def test_production_refuses_insecure_defaults(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = settings.INSECURE_SECRET_KEY
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
+        assert_safe_for_production()
+    settings.SECRET_KEY = "s" * 60
+    settings.ALLOWED_HOSTS = ["*"]
+    with pytest.raises(ImproperlyConfigured, match="ALLOWED_HOSTS"):
+        assert_safe_for_production()
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": "p" * 30 + "Q9x!" * 10,
+        "ALLOWED_HOSTS": "chat.example.edu",
+        "CHAT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/chat",
+    }
+    env.pop("SECURE_SSL_REDIRECT", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_ulids_are_ordered_and_carry_their_time():
+    ids = [new_ulid() for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(is_ulid(i) for i in ids)
+    assert abs(ulid_time_ms(ids[-1]) - ulid_time_ms(ids[0])) < 5000
+    assert not is_ulid("I" * 26) and not is_ulid("8" + "0" * 25)

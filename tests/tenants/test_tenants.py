@@ -1,0 +1,145 @@
+"""Tenants, keys and their secrets: commands, storage and the admin."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from chatsvc.tenants import secrets
+from chatsvc.tenants.models import Tenant, TenantKey
+from chatsvc.tenants.selectors import signing_secret_for, tenant_for_api_key
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_create_tenant_prints_credentials_once_as_json():
+    issued = json.loads(
+        run("create_tenant", "uni", "--name", "Uni", "--origin", "https://u.edu", "--json")
+    )
+    assert set(issued) == {"tenant_id", "slug", "key_id", "api_key", "signing_secret"}
+    tenant = Tenant.objects.get(pk=issued["tenant_id"])
+    assert (tenant.slug, tenant.name, tenant.origins) == ("uni", "Uni", ["https://u.edu"])
+    key = TenantKey.objects.get(key_id=issued["key_id"])
+    # Stored hashed / encrypted, never in clear.
+    assert issued["api_key"] not in key.api_key_hash
+    assert issued["signing_secret"] not in key.signing_secret_encrypted
+    assert key.api_key_hash == secrets.hash_api_key(issued["api_key"])
+    assert signing_secret_for(key=key) == issued["signing_secret"]
+    assert tenant_for_api_key(api_key=issued["api_key"]) == tenant
+
+
+def test_create_tenant_rejects_a_duplicate_slug():
+    run("create_tenant", "uni")
+    with pytest.raises(CommandError, match="uni"):
+        run("create_tenant", "uni")
+
+
+def test_rotate_keeps_old_keys_valid_until_revoked():
+    first = json.loads(run("create_tenant", "uni", "--json"))
+    second = json.loads(run("rotate_tenant_key", "uni", "--json"))
+    assert second["key_id"] != first["key_id"]
+    assert tenant_for_api_key(api_key=first["api_key"]) is not None
+    assert tenant_for_api_key(api_key=second["api_key"]) is not None
+    third = json.loads(run("rotate_tenant_key", "uni", "--revoke-others", "--json"))
+    assert tenant_for_api_key(api_key=first["api_key"]) is None
+    assert tenant_for_api_key(api_key=second["api_key"]) is None
+    assert tenant_for_api_key(api_key=third["api_key"]) is not None
+    with pytest.raises(CommandError):
+        run("rotate_tenant_key", "missing")
+
+
+def test_a_tampered_api_key_does_not_authenticate():
+    issued = factories.tenant_with_key("uni")
+    assert tenant_for_api_key(api_key=issued.api_key[:-1] + "x") is None
+    assert tenant_for_api_key(api_key="csk_" + issued.key.key_id) is None
+
+
+def test_signing_secrets_survive_secret_key_rotation(settings):
+    issued = factories.tenant_with_key("uni")
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-" + "z" * 50
+    assert signing_secret_for(key=issued.key) == issued.signing_secret
+    settings.SECRET_KEY_FALLBACKS = []
+    assert signing_secret_for(key=issued.key) is None
+
+
+@pytest.fixture
+def admin_client(client):
+    user = User.objects.create_superuser("op", "op@example.com", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+def test_admin_never_shows_secrets_in_list_or_change_views(admin_client):
+    issued = factories.tenant_with_key("uni")
+    pages = [
+        "/admin/tenants/tenant/",
+        f"/admin/tenants/tenant/{issued.tenant.pk}/change/",
+        "/admin/tenants/tenantkey/",
+        f"/admin/tenants/tenantkey/{issued.key.pk}/change/",
+    ]
+    for page in pages:
+        html = admin_client.get(page).content.decode()
+        assert issued.tenant.slug in html, page  # the page really rendered the tenant
+        for secret in (issued.api_key, issued.signing_secret, issued.key.api_key_hash):
+            assert secret not in html, page
+
+
+def test_admin_rotate_shows_the_new_secret_once(admin_client):
+    issued = factories.tenant_with_key("uni")
+    response = admin_client.post(
+        "/admin/tenants/tenant/",
+        {"action": "rotate_key", "_selected_action": [issued.tenant.pk]},
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    newest = issued.tenant.keys.first()
+    assert newest.key_id != issued.key.key_id and newest.key_id in html
+    assert "csk_" + newest.key_id in html
+    assert "no-store" in response["Cache-Control"]
+    api_key = html.split("csk_" + newest.key_id)[1].split("<")[0]
+    assert tenant_for_api_key(api_key="csk_" + newest.key_id + api_key) == issued.tenant
+    # ...and never again.
+    assert (
+        "csk_"
+        not in admin_client.get(
+            f"/admin/tenants/tenant/{issued.tenant.pk}/change/"
+        ).content.decode()
+    )
+
+
+def test_admin_revokes_keys_deactivates_tenants_and_closes_rooms(admin_client):
+    issued = factories.tenant_with_key("uni")
+    room = factories.room_for(issued)
+    admin_client.post(
+        "/admin/tenants/tenantkey/", {"action": "revoke", "_selected_action": [issued.key.pk]}
+    )
+    assert tenant_for_api_key(api_key=issued.api_key) is None
+    admin_client.post(
+        "/admin/tenants/tenant/", {"action": "deactivate", "_selected_action": [issued.tenant.pk]}
+    )
+    issued.tenant.refresh_from_db()
+    assert not issued.tenant.is_active
+    admin_client.post(
+        "/admin/rooms/room/", {"action": "close_rooms", "_selected_action": [room.pk]}
+    )
+    room.refresh_from_db()
+    assert room.status == "closed"
+
+
+def test_admin_lists_search_and_filter(admin_client):
+    factories.tenant_with_key("alpha")
+    factories.tenant_with_key("beta")
+    html = admin_client.get("/admin/tenants/tenant/?q=alph").content.decode()
+    assert "alpha" in html and "beta" not in html
+    assert admin_client.get("/admin/tenants/tenant/?is_active__exact=1").status_code == 200
+    assert admin_client.get("/admin/rooms/room/?status__exact=open").status_code == 200
