@@ -12,3 +12,4 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.pop("AWS_PROFILE", None)
+os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")  # no connection outlives a test

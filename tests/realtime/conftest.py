@@ -43,8 +43,12 @@ class Client:
         assert frame["code"] == code
         return frame
 
-    async def nothing(self, timeout=0.3):
-        assert await self.comm.receive_nothing(timeout), "unexpected frame"
+    async def drain(self, timeout=0.3):
+        """Every frame that arrives within `timeout`."""
+        frames = []
+        while not await self.comm.receive_nothing(timeout):
+            frames.append(await self.recv())
+        return frames
 
     async def auth(self, token):
         await self.send({"type": "auth", "token": token})

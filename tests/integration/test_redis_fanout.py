@@ -1,0 +1,73 @@
+"""Two real server processes sharing one Redis, real WebSocket clients."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from tests import factories
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+class Peer:
+    def __init__(self, socket):
+        self.socket = socket
+
+    @classmethod
+    async def join(cls, server, token, room):
+        peer = cls(await websockets.connect(server.ws_url))
+        await peer.send({"type": "auth", "token": token})
+        assert (await peer.expect("ready"))["type"] == "ready"
+        await peer.send({"type": "join", "connection_id": room})
+        await peer.expect("joined")
+        return peer
+
+    async def send(self, frame):
+        await self.socket.send(json.dumps(frame))
+
+    async def expect(self, kind, timeout=5, **fields):
+        """The next frame of `kind` (with these field values), passing over others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.socket.recv())
+                if frame["type"] == kind and fields.items() <= frame.items():
+                    return frame
+
+
+@pytest.fixture
+def chat(start_server):
+    issued = factories.tenant_with_key("acme", messages_per_second=100)
+    room = factories.room_for(issued).connection_id
+    return issued, room, start_server(), start_server()
+
+
+async def test_servers_deliver_to_each_others_clients(chat):
+    issued, room, first, second = chat
+    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
+    bob = await Peer.join(second, factories.token_for(issued, user_id="bob"), room)
+
+    await ada.send({"type": "send", "connection_id": room, "client_id": "1", "body": "from 1"})
+    assert (await bob.expect("message", body="from 1"))["sender"]["id"] == "ada"
+    await bob.send({"type": "send", "connection_id": room, "client_id": "2", "body": "from 2"})
+    assert (await ada.expect("message", body="from 2"))["sender"]["id"] == "bob"
+    assert (await bob.expect("ack"))["client_id"] == "2"
+
+
+async def test_idle_sockets_still_get_messages_after_mass_disconnects(chat):
+    """Idle longer than the layer's 5 s blocking read, after 150 sockets left at once."""
+    issued, room, first, second = chat
+    token = factories.token_for(issued, user_id="idle")
+    idle = [await Peer.join(server, token, room) for server in (first, second, first, second)]
+    crowd = await asyncio.gather(
+        *(Peer.join(first if i % 2 else second, token, room) for i in range(150))
+    )
+    await asyncio.gather(*(peer.socket.close() for peer in crowd))
+
+    await asyncio.sleep(12)
+
+    speaker = await Peer.join(second, factories.token_for(issued, user_id="late"), room)
+    await speaker.send({"type": "send", "connection_id": room, "client_id": "x", "body": "wake"})
+    for peer in idle:
+        assert (await peer.expect("message", body="wake"))["sender"]["id"] == "late"
