@@ -100,7 +100,9 @@ def drain_bodies(sqs, queue_url: str) -> list[str]:
     """Receive (and delete) whatever is visible in a queue."""
     bodies = []
     while True:
-        response = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        response = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
         messages = response.get("Messages", [])
         if not messages:
             return bodies
