@@ -23,7 +23,7 @@ $(INFRA_VENV)/.installed: requirements/infra.txt
 infra-tools: $(INFRA_VENV)/.installed
 
 run: $(VENV)/.installed
-	$(PY) manage.py run_local
+	DEBUG=true $(PY) manage.py run_local
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

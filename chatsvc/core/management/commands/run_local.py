@@ -65,6 +65,7 @@ class Command(BaseCommand):
         env.setdefault("AWS_ACCESS_KEY_ID", "local")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env.update(AWS_ENDPOINT_URL=endpoint, DEBUG="true")
+        env.setdefault("LOG_FORMAT", "console")
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
         settings.AWS_ENDPOINT_URL = endpoint
         queue_url, _ = provision.ensure_queue(clients.sqs(), QUEUE_NAME)
