@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        tag = args.image_tag if args.image_tag else read_image_json(args.image_json)
+        tag = args.image_tag if args.image_tag is not None else read_image_json(args.image_json)
     except (OSError, ValueError) as exc:
         print(f"ERROR: cannot read the image tag: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -229,8 +229,9 @@ def wait_for_scan(
 
 def _collect(ecr, repository: str, image: dict, status: str, page: dict) -> ScanResult:
     findings, counts = parse_page(page)
-    token = page.get("nextToken")
-    while token:
+    token, seen = page.get("nextToken"), set()
+    while token and token not in seen:  # a repeated token would loop forever
+        seen.add(token)
         page = ecr.describe_image_scan_findings(
             repositoryName=repository, imageId=image, maxResults=1000, nextToken=token
         )
@@ -238,7 +239,8 @@ def _collect(ecr, repository: str, image: dict, status: str, page: dict) -> Scan
         findings += more
         counts = counts or more_counts
         token = page.get("nextToken")
-    return ScanResult(status, findings, counts)
+    unique = list(dict.fromkeys(findings))  # a finding listed twice is one finding
+    return ScanResult(status, unique, counts)
 
 
 # --------------------------------------------------------------------------- deciding

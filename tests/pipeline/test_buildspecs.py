@@ -1,0 +1,278 @@
+"""Buildspecs: parsed and checked for what the pipeline and the templates expect,
+and the build and discover buildspecs run as CodeBuild would (one bash shell for
+all commands) against moto's server, with docker and the aws CLI stubbed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+pytestmark = pytest.mark.infra
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = ROOT / "pipeline"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REGION = "us-east-1"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((PIPELINE / name).read_text())
+
+
+def commands(spec: dict, *phases: str) -> list[str]:
+    phases = phases or tuple(spec["phases"])
+    return [c for p in phases for c in spec["phases"].get(p, {}).get("commands", [])]
+
+
+def index_of(cmds: list[str], needle: str) -> int:
+    return next(i for i, c in enumerate(cmds) if needle in c)
+
+
+@pytest.mark.parametrize(
+    "name", ["buildspec-build.yml", "buildspec-discover.yml", "buildspec-migrate.yml",
+             "buildspec-smoke.yml"],
+)  # fmt: skip
+def test_common_shape(name):
+    spec = load(name)
+    assert str(spec["version"]) == "0.2"
+    assert spec["env"]["shell"] == "bash"  # ${VAR%%/*} and the like
+    assert "build" in spec["phases"]
+    assert spec["phases"]["build"].get("on-failure") == "ABORT"
+    install = commands(spec, "install")
+    assert any("pip install" in c and "-r pipeline/requirements.txt" in c for c in install)
+
+
+def test_requirements_are_pinned_and_cover_the_programs():
+    lines = [
+        line.strip()
+        for line in (PIPELINE / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert all("==" in line for line in lines)
+    names = {line.split("==")[0].lower() for line in lines}
+    assert {"boto3", "websockets"} <= names
+
+
+def test_build_buildspec():
+    spec = load("buildspec-build.yml")
+    cmds = commands(spec)
+    login = cmds[index_of(cmds, "get-login-password")]
+    assert "docker login --username AWS --password-stdin" in login
+    build = cmds[index_of(cmds, "docker build")]
+    assert "--file docker/Dockerfile" in build and build.endswith(" .")
+    assert '--tag "$ECR_REPOSITORY_URI:$TAG"' in build
+    assert "cut -c1-12" in cmds[index_of(cmds, "CODEBUILD_RESOLVED_SOURCE_VERSION")]
+    gate = cmds[index_of(cmds, "pipeline.scan_gate")]
+    assert '--repository "$ECR_REPOSITORY_NAME"' in gate and '--tag "$TAG"' in gate
+    assert "--allowlist pipeline/scan-allowlist.json" in gate
+    # push, then the gate, then (only if it passed) the artifact
+    assert index_of(cmds, "docker push") < index_of(cmds, "pipeline.scan_gate")
+    assert index_of(cmds, "pipeline.scan_gate") < index_of(cmds, "image.json")
+    assert spec["artifacts"]["files"] == ["image.json"]
+
+
+def test_discover_buildspec():
+    spec = load("buildspec-discover.yml")
+    cmd = commands(spec)[index_of(commands(spec), "pipeline.deployment_tags")]
+    assert '--load-balancer "$LOAD_BALANCER_NAME"' in cmd
+    assert '"$CODEBUILD_SRC_DIR_BuildOutput/image.json"' in cmd
+    assert "--out deployment.json" in cmd
+    assert spec["artifacts"]["files"] == ["deployment.json"]
+
+
+def test_migrate_buildspec():
+    spec = load("buildspec-migrate.yml")
+    cmd = commands(spec)[index_of(commands(spec), "pipeline.run_migrations")]
+    for part in (
+        '--cluster "$CLUSTER"',
+        '--service-prefix "$SERVICE_PREFIX"',
+        '"$CODEBUILD_SRC_DIR_DiscoverOutput/deployment.json"',
+        '--subnets "$SUBNETS"',
+        '--security-groups "$SECURITY_GROUPS"',
+        "--container web",
+        "--command migrate",
+    ):
+        assert part in cmd
+
+
+def test_smoke_buildspec():
+    spec = load("buildspec-smoke.yml")
+    assert "SMOKE_API_KEY" in spec["env"]["secrets-manager"]
+    cmd = commands(spec)[index_of(commands(spec), "pipeline.smoke_test")]
+    assert '--url "$SMOKE_URL"' in cmd and '--api-key "$SMOKE_API_KEY"' in cmd
+
+
+# --------------------------------------------------------------------------- running them
+
+
+def codebuild(
+    spec_name: str, workdir: Path, env: dict, skip=("install",)
+) -> subprocess.CompletedProcess:
+    """Run a buildspec's commands like CodeBuild 0.2: one bash, phases in order."""
+    spec = load(spec_name)
+    script = ["set -e"]
+    for phase in ("install", "pre_build", "build", "post_build"):
+        if phase in spec["phases"] and phase not in skip:
+            script += spec["phases"][phase].get("commands", [])
+    return subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+DOCKER_STUB = """\
+#!/usr/bin/env bash
+# docker, as far as the build buildspec uses it; pushes land in the emulated ECR.
+echo "docker $*" >> "$STUB_LOG"
+case "$1" in
+  login) [ "$(cat)" = "fake-ecr-password" ] || { echo "bad password" >&2; exit 1; } ;;
+  build) ;;
+  push) python3 - "$2" <<'PY'
+import json, sys, boto3
+uri, tag = sys.argv[1].rsplit(":", 1)
+repo = uri.split("/", 1)[1]
+ecr = boto3.client("ecr")
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": "sha256:" + "b" * 64, "size": 1, "mediaType": "x"}, "layers": []}
+ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest), imageTag=tag)
+ecr.start_image_scan(repositoryName=repo, imageId={"imageTag": tag})  # scan on push
+PY
+  ;;
+  *) echo "unexpected docker $*" >&2; exit 1 ;;
+esac
+"""
+
+AWS_STUB = """\
+#!/usr/bin/env bash
+echo "aws $*" >> "$STUB_LOG"
+[ "$1 $2" = "ecr get-login-password" ] && { echo fake-ecr-password; exit 0; }
+echo "unexpected aws $*" >&2; exit 1
+"""
+
+
+@pytest.fixture
+def sandbox(tmp_path, moto_endpoint):
+    """A CodeBuild-like source dir (a copy of pipeline/), stubs first on PATH."""
+    src = tmp_path / "src"
+    shutil.copytree(PIPELINE, src / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("docker", DOCKER_STUB), ("aws", AWS_STUB)):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCOUNT_ID": "123456789012",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+        "STUB_LOG": str(tmp_path / "stub.log"),
+    }
+    return src, env
+
+
+def new_repository(endpoint: str) -> str:
+    name = f"chatsvc-{uuid.uuid4().hex[:8]}"
+    boto3.client("ecr", region_name=REGION, endpoint_url=endpoint).create_repository(
+        repositoryName=name
+    )
+    return name
+
+
+def set_scan_result(endpoint: str, repo: str, findings: list, counts: dict) -> None:
+    result = {
+        "registryId": "123456789012",
+        "repositoryName": repo,
+        "imageId": {"imageTag": COMMIT[:12]},
+        "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+        "imageScanFindings": {"findings": findings, "findingSeverityCounts": counts},
+    }
+    request = urllib.request.Request(  # noqa: S310 - loopback moto
+        f"{endpoint}/moto-api/static/ecr/scan-finding-results",
+        data=json.dumps({"results": [result], "region": REGION}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback moto
+
+
+def build_env(env: dict, repo: str) -> dict:
+    uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repo}"
+    return {**env, "ECR_REPOSITORY_URI": uri, "ECR_REPOSITORY_NAME": repo}
+
+
+@pytest.mark.integration
+def test_build_buildspec_runs_and_names_the_image(sandbox, moto_endpoint):
+    src, env = sandbox
+    repo = new_repository(moto_endpoint)
+    set_scan_result(moto_endpoint, repo, [], {})
+    result = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout
+    image = json.loads((src / "image.json").read_text())
+    uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repo}"
+    assert image == {"repository": repo, "tag": COMMIT[:12], "uri": f"{uri}:{COMMIT[:12]}"}
+    log = Path(env["STUB_LOG"]).read_text().splitlines()
+    assert log[0] == f"aws ecr get-login-password --region {REGION}"
+    registry = f"123456789012.dkr.ecr.{REGION}.amazonaws.com"
+    assert log[1] == f"docker login --username AWS --password-stdin {registry}"
+    assert log[2].startswith(f"docker build --file docker/Dockerfile --tag {uri}:{COMMIT[:12]}")
+    assert log[3] == f"docker push {uri}:{COMMIT[:12]}"
+
+
+@pytest.mark.integration
+def test_build_buildspec_fails_on_findings_and_writes_no_artifact(sandbox, moto_endpoint):
+    src, env = sandbox
+    repo = new_repository(moto_endpoint)
+    finding = {"name": "CVE-2024-9999", "severity": "CRITICAL", "attributes": []}
+    set_scan_result(moto_endpoint, repo, [finding], {"CRITICAL": 1})
+    result = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert result.returncode == 1
+    assert "CVE-2024-9999" in result.stdout
+    assert not (src / "image.json").exists()
+
+
+def test_build_buildspec_fails_without_its_environment(sandbox):
+    src, env = sandbox
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode != 0
+    assert "ECR_REPOSITORY_URI: is not set" in result.stderr
+    assert not Path(env["STUB_LOG"]).exists()
+
+
+@pytest.mark.integration
+def test_discover_buildspec_runs_on_a_first_deployment(sandbox, tmp_path):
+    src, env = sandbox
+    build_output = tmp_path / "BuildOutput"
+    build_output.mkdir()
+    (build_output / "image.json").write_text(
+        json.dumps({"repository": "chatsvc", "tag": COMMIT[:12], "uri": f"x:{COMMIT[:12]}"})
+    )
+    env = {
+        **env,
+        "LOAD_BALANCER_NAME": f"absent-{uuid.uuid4().hex[:8]}",
+        "CODEBUILD_SRC_DIR_BuildOutput": str(build_output),
+    }
+    result = codebuild("buildspec-discover.yml", src, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((src / "deployment.json").read_text())
+    assert data["FirstDeployment"] == "true"
+    assert data["TestImageTag"] == data["BlueImageTag"] == COMMIT[:12]
+
+
+def test_buildspec_text_has_no_tabs():
+    for path in PIPELINE.glob("buildspec-*.yml"):
+        assert "\t" not in path.read_text(), path
