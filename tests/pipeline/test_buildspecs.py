@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,9 +107,123 @@ def test_migrate_buildspec():
 
 def test_smoke_buildspec():
     spec = load("buildspec-smoke.yml")
-    assert "SMOKE_API_KEY" in spec["env"]["secrets-manager"]
     cmd = commands(spec)[index_of(commands(spec), "pipeline.smoke_test")]
     assert '--url "$SMOKE_URL"' in cmd and '--api-key "$SMOKE_API_KEY"' in cmd
+    # the key is never written into the buildspec; the project takes it from Secrets Manager
+    assert "SMOKE_API_KEY" not in spec["env"].get("variables", {})
+
+
+# --------------------------------------------------------------------------- the templates
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !Sub ...) kept as plain values."""
+
+
+CfnLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: (
+        loader.construct_scalar(node)
+        if isinstance(node, yaml.ScalarNode)
+        else loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+BUILTIN = {"CODEBUILD_RESOLVED_SOURCE_VERSION", "AWS_DEFAULT_REGION", "TAG", "REGISTRY"}
+
+
+def template(name: str) -> dict:
+    path = ROOT / "cloudformation" / name
+    if not path.exists():
+        pytest.fail(f"cloudformation/{name} is missing")
+    return yaml.load(path.read_text(), Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def projects() -> dict[str, dict]:
+    """BuildSpec path -> the CodeBuild project's properties."""
+    resources = template("pipeline.yaml")["Resources"]
+    found = {}
+    for resource in resources.values():
+        if resource["Type"] == "AWS::CodeBuild::Project":
+            props = resource["Properties"]
+            found[props["Source"].get("BuildSpec", "")] = props
+    return found
+
+
+def actions() -> list[dict]:
+    stages = template("pipeline.yaml")["Resources"]
+    pipeline = next(r for r in stages.values() if r["Type"] == "AWS::CodePipeline::Pipeline")
+    return [a for stage in pipeline["Properties"]["Stages"] for a in stage["Actions"]]
+
+
+def action_for(buildspec: str) -> dict:
+    """The pipeline action that runs the project whose buildspec this is."""
+    resources = template("pipeline.yaml")["Resources"]
+    logical = next(
+        name
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CodeBuild::Project"
+        and r["Properties"]["Source"].get("BuildSpec") == buildspec
+    )
+    return next(a for a in actions() if a["Configuration"].get("ProjectName") == logical)
+
+
+@pytest.mark.parametrize(
+    "name", ["buildspec-build.yml", "buildspec-discover.yml", "buildspec-migrate.yml",
+             "buildspec-smoke.yml"],
+)  # fmt: skip
+def test_every_variable_a_buildspec_requires_is_provided(name):
+    spec = load(name)
+    required = set(re.findall(r"\$\{(\w+):\?", "\n".join(commands(spec))))
+    project = projects()[f"pipeline/{name}"]
+    provided = {v["Name"] for v in project["Environment"].get("EnvironmentVariables", [])}
+    action_env = action_for(f"pipeline/{name}")["Configuration"].get("EnvironmentVariables")
+    if action_env:
+        provided |= {v["name"] for v in json.loads(action_env)}
+    assert required, name
+    assert required - BUILTIN <= provided, f"{name}: not provided: {required - BUILTIN - provided}"
+
+
+def test_secondary_artifacts_match_the_pipeline():
+    build = action_for("pipeline/buildspec-build.yml")
+    assert [a["Name"] for a in build["OutputArtifacts"]] == ["BuildOutput"]
+    discover = action_for("pipeline/buildspec-discover.yml")
+    assert "BuildOutput" in [a["Name"] for a in discover["InputArtifacts"]]
+    assert [a["Name"] for a in discover["OutputArtifacts"]] == ["DiscoverOutput"]
+    migrate = action_for("pipeline/buildspec-migrate.yml")
+    assert "DiscoverOutput" in [a["Name"] for a in migrate["InputArtifacts"]]
+
+
+def test_smoke_project_takes_the_api_key_from_secrets_manager():
+    project = projects()["pipeline/buildspec-smoke.yml"]
+    env = {v["Name"]: v for v in project["Environment"]["EnvironmentVariables"]}
+    assert env["SMOKE_API_KEY"]["Type"] == "SECRETS_MANAGER"
+
+
+def test_deploy_parameters_read_keys_that_deployment_json_has():
+    from pipeline.deployment_tags import KEYS
+
+    text = (ROOT / "cloudformation" / "pipeline.yaml").read_text()
+    used = set(re.findall(r'"DiscoverOutput", "deployment.json", "(\w+)"', text))
+    assert used, "the deploy action reads nothing from deployment.json?"
+    assert used <= set(KEYS)
+
+
+def test_swap_lambda_and_bundle_keys_match_the_templates():
+    from pipeline import package
+
+    lam = template("swap-lambda.yaml")
+    assert lam["Parameters"]["SwapLambdaKey"]["Default"] == package.DEFAULT_LAMBDA_KEY
+    function = next(
+        r["Properties"] for r in lam["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    )
+    assert function["Handler"] == "swap_lambda.handler"
+    assert function["Runtime"] == "python3.12"
+    assert "LOAD_BALANCER_NAME" in function["Environment"]["Variables"]
+    swap = next(a for a in actions() if a["ActionTypeId"]["Provider"] == "Lambda")
+    assert "load_balancer" in json.loads(swap["Configuration"]["UserParameters"])
 
 
 # --------------------------------------------------------------------------- running them
