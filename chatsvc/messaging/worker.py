@@ -9,7 +9,6 @@ queue's maxReceiveCount, lands in the dead-letter queue. See docs/operations.md.
 """
 
 import logging
-import math
 import threading
 import time
 from collections import defaultdict
@@ -180,23 +179,22 @@ class QueueWorker:
                 self._stopping.wait(dynamo.backoff_delay(receive_failures, base=0.5, cap=10))
 
     def _collect(self) -> tuple[list[Received], bool, int]:
-        """Receive up to batch_size messages; (batch, queue looked empty, receive errors)."""
+        """Receive up to batch_size messages; (batch, queue looked empty, receive errors).
+
+        The first receive long-polls. While receives come back full the queue
+        is deep and reading goes on; the first short one means the queue is
+        drained for now, so the poller waits out the rest of the linger window
+        (one pause, not many small receives) and reads what has arrived.
+        """
         options = self.options
         batch: list[Received] = []
         errors = 0
         deadline = None
-        shallow = False
         while len(batch) < options.batch_size and not self.stopping:
             want = min(SQS_BATCH_MAX, options.batch_size - len(batch))
-            if deadline is None:
-                wait = options.wait_seconds
-            else:
-                remaining = deadline - time.monotonic()
-                # Linger bounds the wait for new messages, not the reading of a
-                # deep queue: full receives go on until the batch is full.
-                if remaining <= 0 and shallow:
-                    break
-                wait = max(0, min(SQS_MAX_WAIT_SECONDS, math.floor(remaining)))
+            # Follow-up receives long-poll too (all SQS servers are asked), but
+            # only for a second: they return at once when anything is there.
+            wait = options.wait_seconds if not batch else min(1, options.wait_seconds)
             try:
                 response = self.sqs.receive_message(
                     QueueUrl=options.queue_url,
@@ -219,12 +217,12 @@ class QueueWorker:
             batch.extend(messages)
             if deadline is None:
                 deadline = now + options.linger
-            shallow = len(messages) < want
-            if shallow:
-                # Let the queue fill instead of paying for small receives.
-                pause = min(deadline - time.monotonic(), max(options.linger / 4, 0.02))
-                if pause > 0:
-                    self._stopping.wait(pause)
+            if len(messages) == want:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._stopping.wait(remaining)
         return batch, False, errors
 
     def _process(self, batch: list[Received], *, poller: int) -> None:

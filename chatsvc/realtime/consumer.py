@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+import weakref
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -36,10 +37,23 @@ def _joinable_room(user: tokens.ChatUser, connection_id: str):
     return room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
 
 
+_live: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
+
+
+async def close_all_sockets(code: int = CLOSE_RESTART) -> None:
+    """Graceful shutdown: close every socket of this process, then let sends finish."""
+    consumers = list(_live)
+    for consumer in consumers:
+        await consumer._close(code)
+    pending = [task for consumer in consumers for task in consumer.pending]
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     user: tokens.ChatUser | None = None
 
     async def connect(self):
+        _live.add(self)
         self.rooms: set[str] = set()
         self.closed = False
         self.pending: set[asyncio.Task] = set()
@@ -53,6 +67,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code):
+        _live.discard(self)
         self.closed = True
         self.deadline.cancel()
         for connection_id in list(self.rooms):
@@ -194,9 +209,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 events.room_group(connection_id), self.channel_name
             )
             await self._send({"type": "left", "connection_id": connection_id, "reason": "closed"})
-
-    async def server_shutdown(self, event):
-        await self._close(CLOSE_RESTART)
 
     # --- helpers -----------------------------------------------------------------
 

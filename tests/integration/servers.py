@@ -12,7 +12,7 @@ from chatsvc.settings import BASE_DIR
 
 
 class ServerProcess:
-    """`daphne chatsvc.asgi:application` in a child process, stopped with SIGTERM."""
+    """`manage.py serve` (the web role) in a child process, stopped with SIGTERM."""
 
     def __init__(self, *, port: int, env: dict, log: Path):
         self.port = port
@@ -21,16 +21,7 @@ class ServerProcess:
         self.log_path = log
         self.log = open(log, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "chatsvc.asgi:application",
-            ],
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=BASE_DIR,
             env=env,
             stdout=self.log,

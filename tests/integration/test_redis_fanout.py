@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 
 import pytest
 import websockets
@@ -71,3 +72,31 @@ async def test_idle_sockets_still_get_messages_after_mass_disconnects(chat):
     await speaker.send({"type": "send", "connection_id": room, "client_id": "x", "body": "wake"})
     for peer in idle:
         assert (await peer.expect("message", body="wake"))["sender"]["id"] == "late"
+
+
+async def test_sigterm_closes_sockets_1012_and_flushes_the_queue(chat, aws):
+    from tests.realtime.conftest import queued_bodies
+
+    issued, room, first, _ = chat
+    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
+    for n in range(20):
+        await ada.send(
+            {"type": "send", "connection_id": room, "client_id": f"m{n}", "body": str(n)}
+        )
+    await ada.expect("message", body="19")
+    first.process.send_signal(signal.SIGTERM)
+
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await ada.expect("never", timeout=10)
+    assert closed.value.rcvd.code == 1012
+    assert await asyncio.to_thread(first.process.wait, 20) == 0
+    assert sorted(m["body"] for m in queued_bodies(aws)) == sorted(str(n) for n in range(20))
+
+
+async def test_a_real_server_closes_oversized_frames_with_1009(chat):
+    issued, room, first, _ = chat
+    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
+    await ada.send({"type": "send", "connection_id": room, "client_id": "big", "body": "x" * 20000})
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await ada.expect("never", timeout=10)
+    assert closed.value.rcvd.code == 1009

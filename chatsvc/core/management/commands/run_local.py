@@ -74,9 +74,8 @@ class Command(BaseCommand):
         return env
 
     def _spawn_web(self, env, host, port) -> subprocess.Popen:
-        command = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
-        command.append("chatsvc.asgi:application")
-        return subprocess.Popen(command, env=env)  # noqa: S603
+        command = [sys.executable, "manage.py", "serve", "--host", host, "--port", str(port)]
+        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
 
     def _spawn_worker(self, env) -> subprocess.Popen:
         command = [sys.executable, "manage.py", "consume_queue"]

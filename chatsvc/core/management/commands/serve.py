@@ -1,0 +1,90 @@
+"""The web role: daphne with a graceful SIGTERM.
+
+On SIGTERM (ECS stopping a task) or SIGINT the server stops accepting
+connections, closes every WebSocket with 1012 (service restart) so clients
+reconnect elsewhere, flushes pending SQS batches, waits for in-flight sends,
+and only then stops the reactor.
+"""
+
+import asyncio
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+logger = logging.getLogger("chatsvc.serve")
+DRAIN_TIMEOUT_SECONDS = 20
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSocket (ASGI, daphne) with graceful shutdown."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - in a container
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host, port, **options):
+        # Importing daphne.server installs Twisted's asyncio reactor: import it first.
+        from daphne.server import Server
+        from twisted.internet import reactor
+
+        from chatsvc.asgi import application
+        from chatsvc.core import websocket_close_codes
+
+        websocket_close_codes.install()
+
+        class DrainingServer(Server):
+            def listen_success(self, listening_port):
+                self.ports = [*getattr(self, "ports", []), listening_port]
+                super().listen_success(listening_port)
+
+        server = DrainingServer(
+            application=application,
+            endpoints=[f"tcp:port={port}:interface={host}"],
+            signal_handlers=False,
+            proxy_forwarded_address_header="X-Forwarded-For",
+            proxy_forwarded_port_header="X-Forwarded-Port",
+            proxy_forwarded_proto_header="X-Forwarded-Proto",
+            # Autobahn's own hard stop; the consumer closes 1009 on per-tenant limits.
+            websocket_max_message_size=settings.CHAT_MAX_FRAME_BYTES * 4,
+            websocket_max_frame_size=settings.CHAT_MAX_FRAME_BYTES * 4,
+            ping_interval=20,
+            ping_timeout=30,
+            verbosity=0,
+        )
+        draining = []
+
+        def begin_drain():
+            if not draining:
+                draining.append(asyncio.ensure_future(drain(server, reactor)))
+
+        def on_signal(signum, frame):
+            reactor.callFromThread(begin_drain)
+
+        def install_handlers():
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            logger.info("serving on %s:%s", host, port)
+
+        reactor.callWhenRunning(install_handlers)
+        server.run()
+
+
+async def drain(server, reactor) -> None:
+    from chatsvc.messaging import runtime
+    from chatsvc.realtime.consumer import close_all_sockets
+
+    logger.info("shutting down: closing sockets with 1012 and flushing the queue")
+    try:
+        for listening_port in getattr(server, "ports", []):
+            listening_port.stopListening()
+        async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
+            await close_all_sockets()
+            await runtime.shutdown()
+    except TimeoutError:
+        logger.error("drain did not finish in %ss", DRAIN_TIMEOUT_SECONDS)
+    except Exception:
+        logger.exception("drain failed")
+    finally:
+        reactor.stop()
