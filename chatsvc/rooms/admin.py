@@ -1,7 +1,15 @@
-from django.contrib import admin, messages
+import logging
 
+from botocore.exceptions import BotoCoreError, ClientError
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from chatsvc.messaging.dynamo import fetch_history
 from chatsvc.rooms import services
 from chatsvc.rooms.models import Room
+
+logger = logging.getLogger(__name__)
+RECENT_MESSAGES = 20
 
 
 @admin.register(Room)
@@ -9,7 +17,7 @@ class RoomAdmin(admin.ModelAdmin):
     list_display = ("connection_id", "title", "tenant", "status", "created_at")
     list_filter = ("status", "tenant")
     search_fields = ("connection_id", "title", "tenant__slug")
-    readonly_fields = ("connection_id", "created_at", "closed_at", "status")
+    readonly_fields = ("connection_id", "created_at", "closed_at", "status", "recent_messages")
     list_select_related = ("tenant",)
     actions = ["close_rooms"]
 
@@ -18,3 +26,23 @@ class RoomAdmin(admin.ModelAdmin):
         for room in queryset.filter(status=Room.Status.OPEN):
             services.close_room(room=room)
         self.message_user(request, "Rooms closed.", messages.WARNING)
+
+    @admin.display(description=f"Recent messages (newest first, up to {RECENT_MESSAGES})")
+    def recent_messages(self, room: Room):
+        if not room.pk:
+            return "-"
+        try:
+            found, _ = fetch_history(connection_id=room.connection_id, limit=RECENT_MESSAGES)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("history unavailable in admin", extra={"error": str(exc)})
+            return f"History is unavailable right now ({type(exc).__name__})."
+        if not found:
+            return "No messages stored yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} ({})</td><td>{}</td></tr>",
+            ((m["ts"], m["sender"]["name"], m["sender"]["id"], m["body"]) for m in found),
+        )
+        return format_html(
+            "<table><tr><th>time</th><th>sender</th><th>body</th></tr>{}</table>", rows
+        )
