@@ -184,7 +184,8 @@ class QueueWorker:
         The first receive long-polls. While receives come back full the queue
         is deep and reading goes on; the first short one means the queue is
         drained for now, so the poller waits out the rest of the linger window
-        (one pause, not many small receives) and reads what has arrived.
+        (one pause, not many small receives) and reads what has arrived. The
+        window ends `linger` after the oldest message was sent.
         """
         options = self.options
         batch: list[Received] = []
@@ -216,7 +217,11 @@ class QueueWorker:
                 return batch, True, errors
             batch.extend(messages)
             if deadline is None:
-                deadline = now + options.linger
+                # Linger bounds how long the oldest message waits for its batch:
+                # one that queued while the last batch was written has waited already.
+                oldest_ms = min(m.sent_at_ms for m in messages) or time.time() * 1000
+                waited = min(max(0.0, time.time() - oldest_ms / 1000), options.linger)
+                deadline = now + options.linger - waited
             if len(messages) == want:
                 continue
             remaining = deadline - time.monotonic()

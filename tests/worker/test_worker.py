@@ -8,6 +8,7 @@ import pytest
 from chatsvc.aws import clients
 from chatsvc.messaging.worker import QueueWorker, WorkerOptions
 from tests.worker.conftest import (
+    Producer,
     make_messages,
     queue_depth,
     scan_items,
@@ -66,6 +67,28 @@ def test_drains_the_queue_at_under_a_third_of_a_call_per_message(aws, hooks):
         "BatchWriteItem": 6,
         "DeleteMessageBatch": 15,
     }
+
+
+def test_lingering_keeps_a_steady_stream_within_the_cost_target(aws, hooks):
+    """A stream that never builds a backlog still costs < 0.35 calls per message."""
+    messages = make_messages(200)
+    counter = CallCounter(hooks, clients.sqs(), clients.dynamodb())
+    worker = make_worker(aws, once=False, linger=0.5, wait_seconds=2)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    producer = Producer(clients.sqs(), aws.queue_url, messages, per_tick=10, tick=0.1)
+    producer.start()
+    producer.join(timeout=60)
+    deadline = time.monotonic() + 30
+    while worker.stats.as_dict()["stored"] < 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop()
+    thread.join(timeout=10)
+
+    calls = dict(counter.calls)
+    calls.pop("SendMessageBatch")  # the producer's, not the worker's
+    assert stored_ids(aws) == {m.id for m in messages}
+    assert sum(calls.values()) / 200 <= 0.35, calls
 
 
 def test_duplicate_deliveries_in_one_batch_store_one_item_and_delete_both(aws):
