@@ -188,3 +188,25 @@ def test_bad_configuration_fails_fast_with_a_clear_error(aws, worker_process):
     worker = worker_process(aws, "--once")
     assert worker.wait(timeout=30) == 1
     assert "cannot read queue" in worker.log_path.read_text()
+
+
+def test_idle_worker_stops_within_the_long_poll_and_a_second_signal_is_immediate(
+    aws, worker_process
+):
+    patient = worker_process(aws, "--wait-seconds", "3")
+    impatient = worker_process(aws, "--wait-seconds", "20")
+    for worker in (patient, impatient):
+        wait_until(
+            lambda w=worker: any(line.get("message") == "worker started" for line in w.log_lines()),
+            timeout=30,
+            message="worker did not start",
+        )
+    time.sleep(0.5)  # both are inside a long poll now
+    signalled = time.monotonic()
+    patient.signal(signal.SIGTERM)
+    impatient.signal(signal.SIGINT)
+    time.sleep(0.3)
+    impatient.signal(signal.SIGINT)
+    assert impatient.wait(timeout=5) == 128 + signal.SIGINT
+    assert patient.wait(timeout=10) == 0
+    assert time.monotonic() - signalled < 3 + 2

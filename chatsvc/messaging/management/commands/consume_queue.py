@@ -1,6 +1,7 @@
 """`manage.py consume_queue`: persist the chat queue into DynamoDB (the worker role)."""
 
 import logging
+import os
 import signal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,15 +17,15 @@ logger = logging.getLogger("chatsvc.messaging.worker")
 class Command(BaseCommand):
     help = (
         "Long-poll the chat queue and store its messages in DynamoDB. "
-        "SIGTERM/SIGINT finish the batches in flight and exit 0."
+        "SIGTERM/SIGINT finish the batches in flight and exit 0; a second signal exits at once."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--pollers",
             type=int,
-            default=1,
-            help="receive/store threads in this process (default 1)",
+            default=getattr(settings, "CHAT_WORKER_POLLERS", 1),
+            help="receive/store threads in this process (default 1, or CHAT_WORKER_POLLERS)",
         )
         parser.add_argument(
             "--batch-size",
@@ -36,8 +37,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--linger-ms",
             type=int,
-            default=500,
-            help="keep receiving this long after a batch's first message to fill it (default 500)",
+            default=getattr(settings, "CHAT_WORKER_LINGER_MS", 500),
+            help="longest wait of a message for its batch to fill "
+            "(default 500, or CHAT_WORKER_LINGER_MS)",
         )
         parser.add_argument(
             "--wait-seconds",
@@ -76,10 +78,16 @@ class Command(BaseCommand):
         )
 
         def request_stop(signum, frame):
+            name = signal.Signals(signum).name
             if consumer.stopping:
-                logger.info("already stopping", extra={"signal": signal.Signals(signum).name})
-                return
-            logger.info("stopping", extra={"signal": signal.Signals(signum).name})
+                # A second signal means now. Safe: whatever was not deleted from
+                # SQS is delivered again and rewritten idempotently.
+                logger.warning(
+                    "stopping now, unfinished batches return to the queue", extra={"signal": name}
+                )
+                logging.shutdown()
+                os._exit(128 + signum)
+            logger.info("stopping", extra={"signal": name})
             consumer.stop()
 
         signal.signal(signal.SIGTERM, request_stop)
