@@ -16,7 +16,7 @@ The target is <= 0.35 calls per message. moto is far slower than AWS, so
 messages/s measures the emulator more than the worker; calls per message and
 the lag added by lingering carry over.
 
-    .venv/bin/python bench/persistence.py [--rate 100 --duration 20 --backlog 2000]
+    .venv/bin/python bench/persistence.py [--rate 100 --duration 20 --backlog 1000 --pollers 1]
 """
 
 import argparse
@@ -315,7 +315,7 @@ def sustained(args, producer_sqs) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backlog", type=int, default=2000, help="messages to drain (0: skip)")
+    parser.add_argument("--backlog", type=int, default=1000, help="messages to drain (0: skip)")
     parser.add_argument("--rate", type=float, default=100, help="sustained messages/s (0: skip)")
     parser.add_argument("--duration", type=float, default=20, help="sustained seconds")
     parser.add_argument("--pollers", type=int, default=1)

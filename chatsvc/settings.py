@@ -104,8 +104,9 @@ STORAGES = {
 
 # --- Channel layer -----------------------------------------------------------
 # RedisPubSubChannelLayer: one PUBLISH per room message whatever the room size,
-# fan-out to local sockets inside each process, no per-channel capacity that
-# silently drops group messages, no group expiry. See docs/architecture.md.
+# no per-channel capacity that silently drops group messages, no group expiry.
+# Each process subscribes once per room (chatsvc.realtime.hub). See
+# docs/architecture.md.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -115,7 +116,13 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # One process, no Redis: the RoomHub's single channel must absorb bursts.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 100_000},
+        }
+    }
 
 # --- AWS -----------------------------------------------------------------------
 AWS_REGION = env_str("AWS_REGION", "us-east-1")

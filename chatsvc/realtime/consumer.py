@@ -3,8 +3,10 @@
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -12,6 +14,7 @@ from django.conf import settings
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.producer import EnqueueFailed
 from chatsvc.realtime import events, tokens
+from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
 from chatsvc.rooms.selectors import room_of_tenant
@@ -50,10 +53,22 @@ async def close_all_sockets(code: int = CLOSE_RESTART) -> None:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # No per-socket channel: the process's RoomHub feeds every socket it holds.
+    channel_layer_alias = None
     user: tokens.ChatUser | None = None
+
+    async def dispatch(self, message):
+        # Channels' dispatch closes stale DB connections in a worker thread before
+        # every handler: a thread hop per delivered frame. Our database access all
+        # goes through database_sync_to_async, which does that itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         _live.add(self)
+        self.socket_id = uuid.uuid4().hex
         self.rooms: set[str] = set()
         self.closed = False
         self.pending: set[asyncio.Task] = set()
@@ -152,7 +167,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not room.is_open:
             raise FrameError("room_closed", "the room is closed", connection_id)
         self.rooms.add(connection_id)
-        await self.channel_layer.group_add(events.room_group(connection_id), self.channel_name)
+        await hub().join(connection_id, self)
         await self._send({"type": "joined", "connection_id": connection_id})
         await self._presence(connection_id, "joined")
 
@@ -175,7 +190,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # coalesced: peers already show this user typing
         self.last_typing[connection_id] = now
         frame = {"type": "typing", "connection_id": connection_id, "user": self.user.public()}
-        await events.broadcast(connection_id, frame, exclude=self.channel_name)
+        await events.broadcast(connection_id, frame, exclude=self.socket_id)
 
     async def on_history(self, frame: ClientFrame) -> None:
         from chatsvc.messaging.history import read_history
@@ -195,19 +210,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
 
-    # --- events from the channel layer ---------------------------------------------
+    # --- called by the RoomHub ---------------------------------------------------
 
-    async def chat_frame(self, event):
-        if event.get("exclude") != self.channel_name and not self.closed:
-            await self.send(text_data=event["text"])
+    async def send_text(self, text: str) -> None:
+        if not self.closed:
+            await self.base_send({"type": "websocket.send", "text": text})
 
-    async def room_closed(self, event):
-        connection_id = event["connection_id"]
+    async def on_room_closed(self, connection_id: str) -> None:
         if connection_id in self.rooms:
             self.rooms.discard(connection_id)
-            await self.channel_layer.group_discard(
-                events.room_group(connection_id), self.channel_name
-            )
+            await hub().leave(connection_id, self)
             await self._send({"type": "left", "connection_id": connection_id, "reason": "closed"})
 
     # --- helpers -----------------------------------------------------------------
@@ -235,7 +247,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave_room(self, connection_id: str, *, notify_self: bool) -> None:
         self.rooms.discard(connection_id)
-        await self.channel_layer.group_discard(events.room_group(connection_id), self.channel_name)
+        await hub().leave(connection_id, self)
         if notify_self:
             await self._send({"type": "left", "connection_id": connection_id})
         await self._presence(connection_id, "left")
@@ -247,7 +259,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "user": self.user.public(),
             "event": event,
         }
-        await events.broadcast(connection_id, frame, exclude=self.channel_name)
+        await events.broadcast(connection_id, frame, exclude=self.socket_id)
 
     def _require_joined(self, connection_id: str, ref: str | None = None) -> None:
         if connection_id not in self.rooms:

@@ -19,8 +19,8 @@ def encode(frame: dict) -> str:
 
 
 async def broadcast(connection_id: str, frame: dict, *, exclude: str | None = None) -> None:
-    """Send `frame` to every socket in the room (but the channel named `exclude`)."""
-    event = {"type": "chat.frame", "text": encode(frame)}
+    """Send `frame` to every socket in the room (but the socket whose id is `exclude`)."""
+    event = {"type": "chat.frame", "connection_id": connection_id, "text": encode(frame)}
     if exclude:
         event["exclude"] = exclude
     await get_channel_layer().group_send(room_group(connection_id), event)

@@ -1,0 +1,267 @@
+"""Fan-out benchmark: the real server (Redis layer) against real WebSocket clients.
+
+    python bench/fanout.py [--scenario lecture|tutoring|idle|all] [--quick]
+
+Starts an AWS emulator (moto server), `manage.py serve` pinned to CPU 0 with
+REDIS_URL set, and the load generator (bench/loadgen.py) pinned to CPU 1, and
+prints one JSON line per scenario: deliveries/s, p50/p99 latency, lost
+messages and the server's peak RSS. Not a test: run by `make bench`.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LECTURE_P99_TARGET_MS = 100
+LECTURE_GIVE_UP_P99_MS = 2000  # keep stepping past the target to show the curve
+LECTURE_RATES = [5, 25, 50, 75, 100, 125, 150, 200, 250, 300, 400]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + command
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def rss_kib(pid: int) -> dict:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+class Bench:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen] = []
+        self.env = {
+            **os.environ,
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-" + "b" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "false",
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "chatsvc.settings",
+        }
+
+    def spawn(self, command, **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(command, cwd=ROOT, env=self.env, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def start_emulator(self) -> None:
+        port = free_port()
+        self.spawn(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        wait_http(self.env["AWS_ENDPOINT_URL"] + "/moto-api/")
+
+    def setup_django(self) -> None:
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+
+        from chatsvc.aws import clients, provision
+
+        call_command("migrate", verbosity=0)
+        queue_url, _ = provision.ensure_queue(clients.sqs(), "bench")
+        provision.ensure_table(clients.dynamodb(), settings.CHAT_TABLE_NAME)
+        self.env["CHAT_QUEUE_URL"] = queue_url
+
+    def start_server(self) -> subprocess.Popen:
+        self.port = free_port()
+        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
+        server = self.spawn(pinned(0, [*command, "--port", str(self.port)]))
+        wait_http(f"http://127.0.0.1:{self.port}/healthz")
+        return server
+
+    def tenant(self):
+        from chatsvc.realtime import tokens
+        from chatsvc.rooms.services import open_room
+        from chatsvc.tenants.services import create_tenant
+
+        issued = create_tenant(slug=f"bench{time.time_ns()}")
+        issued.tenant.messages_per_second = 1000
+        issued.tenant.save()
+
+        def token(user):
+            return tokens.mint(
+                key=issued.key,
+                signing_secret=issued.signing_secret,
+                user_id=user,
+                name=user,
+                connection_ids=["*"],
+                ttl_seconds=3600,
+            )[0]
+
+        return issued.tenant, token, lambda: open_room(tenant=issued.tenant).connection_id
+
+    def loadgen(self, config: dict, *, hold: bool = False) -> subprocess.Popen:
+        path = self.workdir / f"{config['scenario']}.json"
+        path.write_text(json.dumps({**config, "url": f"ws://127.0.0.1:{self.port}/ws/v1/"}))
+        command = pinned(1, [sys.executable, "bench/loadgen.py", str(path)])
+        stdin = subprocess.PIPE if hold else subprocess.DEVNULL
+        return self.spawn(command, stdout=subprocess.PIPE, stdin=stdin, text=True)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def run_lecture(bench: Bench, args) -> None:
+    server = bench.start_server()
+    _, token, new_room = bench.tenant()
+    rates = LECTURE_RATES[:4] if args.quick else LECTURE_RATES
+    config = {
+        "scenario": "lecture",
+        "rooms": [new_room()],
+        "clients": args.clients,
+        "token": token("listener"),
+        "sender_token": token("lecturer"),
+        "rates": rates,
+        "seconds": 3 if args.quick else 5,
+    }
+    best = None
+    process = bench.loadgen(config)
+    for line in process.stdout:
+        step = json.loads(line)
+        step["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        print(json.dumps(step), flush=True)
+        clean = step["lost"] == 0 and step["rejected"] == 0
+        if clean and step["p99_ms"] < LECTURE_P99_TARGET_MS:
+            best = step
+        if not clean or step["p99_ms"] > LECTURE_GIVE_UP_P99_MS:
+            process.terminate()
+            break
+    process.wait()
+    summary = {"scenario": "lecture", "clients": args.clients, "best": best}
+    summary["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+    print(json.dumps(summary), flush=True)
+    server.send_signal(signal.SIGTERM)
+    server.wait(30)
+
+
+def run_tutoring(bench: Bench, args) -> None:
+    server = bench.start_server()
+    _, token, new_room = bench.tenant()
+    config = {
+        "scenario": "tutoring",
+        "rooms": [new_room() for _ in range(250)],
+        "pair_tokens": [token("student"), token("tutor")],
+        "seconds": 5 if args.quick else 15,
+    }
+    process = bench.loadgen(config)
+    for line in process.stdout:
+        result = json.loads(line)
+        result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        print(json.dumps(result), flush=True)
+    process.wait()
+    server.send_signal(signal.SIGTERM)
+    server.wait(30)
+
+
+def run_idle(bench: Bench, args) -> None:
+    server = bench.start_server()
+    _, token, new_room = bench.tenant()
+    rooms = 100 if args.quick else 1000
+    config = {
+        "scenario": "idle",
+        "rooms": [new_room() for _ in range(rooms)],
+        "per_room": 2,
+        "token": token("idle"),
+    }
+    time.sleep(2)
+    before = rss_kib(server.pid)["VmRSS"]
+    process = bench.loadgen(config, hold=True)
+    ready = json.loads(process.stdout.readline())
+    time.sleep(3)  # let allocations settle
+    after = rss_kib(server.pid)
+    process.stdin.close()
+    process.wait()
+    connections = ready["connections"]
+    print(
+        json.dumps(
+            {
+                "scenario": "idle",
+                "connections": connections,
+                "rooms": rooms,
+                "server_rss_before_kib": before,
+                "server_rss_after_kib": after["VmRSS"],
+                "kib_per_connection": round((after["VmRSS"] - before) / connections, 1),
+                "server_peak_rss_kib": after["VmHWM"],
+            }
+        ),
+        flush=True,
+    )
+    server.send_signal(signal.SIGTERM)
+    server.wait(30)
+
+
+SCENARIOS = {"lecture": run_lecture, "tutoring": run_tutoring, "idle": run_idle}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer steps")
+    parser.add_argument("--clients", type=int, default=200, help="lecture audience size")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="chatsvc-bench-") as workdir:
+        bench = Bench(Path(workdir))
+        try:
+            bench.start_emulator()
+            bench.setup_django()
+            for name, run in SCENARIOS.items():
+                if args.scenario in (name, "all"):
+                    run(bench, args)
+        finally:
+            bench.stop()
+
+
+if __name__ == "__main__":
+    main()

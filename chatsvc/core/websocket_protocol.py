@@ -1,0 +1,68 @@
+"""Two changes to daphne's WebSocket protocol, installed by `manage.py serve`.
+
+1. Close codes: Autobahn lets applications send only 1000 and 3000-4999, but
+   RFC 6455 (7.4.1) has servers send 1009 (message too big) and 1012 (service
+   restart, IANA registry) themselves; protocol v1 promises both.
+2. Fan-out: the RoomHub hands the same pre-encoded text object to every
+   member socket. Server frames are unmasked, so the frame bytes are the same
+   for every recipient: build them once and write them to each transport,
+   instead of re-encoding and re-framing per socket in Autobahn (measured:
+   the largest per-delivery cost; docs/performance.md).
+"""
+
+import struct
+
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+SERVER_CLOSE_CODES = frozenset({1009, 1011, 1012, 1013})
+OPCODE_TEXT_FIN = 0x81
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", OPCODE_TEXT_FIN, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", OPCODE_TEXT_FIN, 126, length)
+    else:
+        header = struct.pack("!BBQ", OPCODE_TEXT_FIN, 127, length)
+    return header + payload
+
+
+class _LastFrame:
+    """One-entry cache: the frame of the text object sent last in this process."""
+
+    text: str | None = None
+    frame: bytes = b""
+
+    @classmethod
+    def of(cls, text: str) -> bytes:
+        if text is not cls.text:
+            cls.text, cls.frame = text, text_frame(text.encode("utf8"))
+        return cls.frame
+
+
+class ChatWebSocketProtocol(WebSocketProtocol):
+    def serverClose(self, code=None):
+        if code in SERVER_CLOSE_CODES and self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            super().serverClose(code=code)
+
+    def serverSend(self, content, binary=False):
+        plain = (
+            not binary
+            and self.state == self.STATE_OPEN
+            and self.send_state == self.SEND_STATE_GROUND
+            and self._perMessageCompress is None
+            and not self.autoFragmentSize
+        )
+        if plain:
+            self.transport.write(_LastFrame.of(content))
+        else:
+            super().serverSend(content, binary)
+
+
+def install() -> None:
+    WebSocketFactory.protocol = ChatWebSocketProtocol
