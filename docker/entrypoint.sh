@@ -1,6 +1,6 @@
 #!/bin/sh
 # Container entrypoint. Roles:
-#   web      ASGI server (daphne) on 0.0.0.0:8000
+#   web      ASGI server (manage.py serve: daphne, graceful SIGTERM) on 0.0.0.0:8000
 #   worker   SQS -> DynamoDB consumer (manage.py consume_queue)
 #   migrate  database migrations, run once per release (a one-off task)
 #   healthcheck  used by the image's HEALTHCHECK
@@ -36,7 +36,7 @@ print("{}://{}{}:{}/0".format(scheme, auth, e["REDIS_HOST"], e.get("REDIS_PORT")
 
 healthcheck() {
     # PID 1 is the role's process (every role execs). Only the web role serves HTTP.
-    if tr '\0' ' ' < /proc/1/cmdline | grep -q daphne; then
+    if tr '\0' ' ' < /proc/1/cmdline | grep -q 'manage.py serve'; then
         exec python -c 'import urllib.request
 urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=4)'
     fi
@@ -47,7 +47,7 @@ role="${1:-web}"
 case "$role" in
     web)
         compose_urls
-        exec daphne -b 0.0.0.0 -p 8000 --proxy-headers chatsvc.asgi:application
+        exec python manage.py serve --host 0.0.0.0 --port 8000
         ;;
     worker)
         compose_urls

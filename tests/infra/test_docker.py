@@ -70,7 +70,7 @@ def test_entrypoint_is_valid_posix_shell():
     assert result.returncode == 0, result.stderr
     text = ENTRYPOINT.read_text()
     for role, command in {
-        "web": "exec daphne -b 0.0.0.0 -p 8000 --proxy-headers chatsvc.asgi:application",
+        "web": "exec python manage.py serve --host 0.0.0.0 --port 8000",
         "worker": "exec python manage.py consume_queue",
         "migrate": "exec python manage.py migrate --noinput",
     }.items():
