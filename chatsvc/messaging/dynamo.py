@@ -121,7 +121,6 @@ def write_items(
     client=None,
     deadline: float | None = None,
     on_wait: Callable[[], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> WriteResult:
     """Store items with BatchWriteItem, retrying until stored or `deadline`.
 
@@ -179,7 +178,7 @@ def write_items(
         result.retries += 1
         if on_wait is not None:
             on_wait()
-        sleep(delay)
+        time.sleep(delay)
         # Unprocessed items go first so they are not starved by later chunks.
         pending = unprocessed + rest
     return result
@@ -193,6 +192,8 @@ def _write_singly(client, table: str, chunk: Sequence[dict], result: WriteResult
         except (ClientError, BotoCoreError) as exc:
             result.errors.append(_error_code(exc))
             result.failed.append(item_key(item))
+            if _is_retryable(exc):
+                continue  # left in the queue; the batch line reports it
             logger.warning(
                 "item rejected by DynamoDB",
                 extra={

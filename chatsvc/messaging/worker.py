@@ -29,6 +29,8 @@ MAX_BATCH_SIZE = 100
 # Extend visibility once this fraction of the timeout has passed since receipt.
 VISIBILITY_EXTEND_AT = 0.5
 DELETE_ATTEMPTS = 3
+# Drain mode is for scripts: an unreachable queue must end in an error, not a hang.
+ONCE_MAX_RECEIVE_FAILURES = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +123,7 @@ class QueueWorker:
         self.stats = WorkerStats()
         self._stopping = threading.Event()
         self._visibility_timeout: int | None = None
+        self.gave_up = False  # drain mode only: the queue could not be read
 
     def stop(self) -> None:
         """Stop receiving; batches in flight are finished. Safe from signal handlers."""
@@ -174,6 +177,9 @@ class QueueWorker:
                     # Nothing unstored was deleted; SQS delivers the batch again.
                     logger.exception("batch failed", extra={"poller": number})
             if drained and self.options.once:
+                return
+            if self.options.once and receive_failures >= ONCE_MAX_RECEIVE_FAILURES:
+                self.gave_up = True
                 return
             if receive_failures:
                 self._stopping.wait(dynamo.backoff_delay(receive_failures, base=0.5, cap=10))

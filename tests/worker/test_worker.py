@@ -228,3 +228,15 @@ def test_receive_errors_are_survived(aws, hooks):
 
     assert stats.receive_errors == 2
     assert stored_ids(aws) == {m.id for m in messages}
+
+
+def test_drain_mode_gives_up_on_a_queue_it_cannot_read(aws, hooks):
+    hooks.on(
+        clients.sqs(), "before-call.sqs.ReceiveMessage", lambda **kw: error("InternalError", 500)
+    )
+
+    worker = make_worker(aws)
+    stats = worker.run()
+
+    assert worker.gave_up
+    assert stats.receive_errors == 5

@@ -97,3 +97,8 @@ class Command(BaseCommand):
         except (ClientError, BotoCoreError) as exc:
             # Only the start-up call (the queue's attributes) gets here: bad configuration.
             raise CommandError(f"cannot read queue {settings.CHAT_QUEUE_URL}: {exc}") from exc
+        if consumer.gave_up:
+            raise CommandError(
+                f"gave up draining {settings.CHAT_QUEUE_URL}: "
+                f"{worker.ONCE_MAX_RECEIVE_FAILURES} receives in a row failed"
+            )
