@@ -139,6 +139,7 @@ CHAT_MAX_ROOMS_PER_SOCKET = env_int("CHAT_MAX_ROOMS_PER_SOCKET", 50)
 CHAT_SQS_LINGER_MS = env_int("CHAT_SQS_LINGER_MS", 5)
 CHAT_SQS_MAX_ATTEMPTS = env_int("CHAT_SQS_MAX_ATTEMPTS", 5)
 CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
+CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 
 # --- Security ------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

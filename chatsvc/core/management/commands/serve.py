@@ -8,7 +8,6 @@ and only then stops the reactor.
 
 import asyncio
 import logging
-import os
 import signal
 
 from django.conf import settings
@@ -28,7 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, **options):
         # Importing daphne.server installs Twisted's asyncio reactor on a new loop;
         # with uvloop's policy that loop is uvloop's (C event loop, cheaper I/O).
-        if os.environ.get("CHAT_UVLOOP", "true") != "false":
+        if settings.CHAT_UVLOOP:
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
