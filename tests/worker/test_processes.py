@@ -49,7 +49,7 @@ def assert_stored_exactly(aws, messages) -> None:
 
 def test_stream_is_stored_once_in_id_order_and_paged_back_as_history(aws, worker_process):
     rooms = [new_ulid() for _ in range(3)]
-    messages = make_messages(300, rooms=rooms)
+    messages = make_messages(200, rooms=rooms)
     send_messages(clients.sqs(), aws.queue_url, messages)
 
     worker = worker_process(aws, "--once", "--pollers", "2", "--wait-seconds", "1")
@@ -70,7 +70,7 @@ def test_stream_is_stored_once_in_id_order_and_paged_back_as_history(aws, worker
     batches = worker.batches()
     # At least once: two pollers may both get a message (moto races like SQS may
     # deliver twice); the table above still holds it once.
-    assert sum(line["stored"] for line in batches) >= 300
+    assert sum(line["stored"] for line in batches) >= 200
     assert {"received", "stored", "retried", "failed", "oldest_age_ms"} <= set(batches[0])
 
 
