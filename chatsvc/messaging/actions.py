@@ -46,13 +46,14 @@ async def post_message(*, user: ChatUser, connection_id: str, client_id: str, bo
     dedup = runtime.dedup_store()
     key = f"{user.tenant.id}:{connection_id}:{user.id}:{client_id}"
     message = new_message(user=user, connection_id=connection_id, body=body)
-    first = await dedup.claim(key, {"message": message.to_json(), "acked": False})
+    record = {"message": message.to_json(), "acked": False}
+    first = await dedup.claim(key, record)
     if first is None:
         await events.broadcast(connection_id, {"type": "message", **message.as_message()})
     else:
-        message = QueueMessage.from_json(first["message"])
+        record, message = first, QueueMessage.from_json(first["message"])
         if first["acked"]:
             return Posted(message.id, message.ts)
-    await runtime.producer().send(message.to_json())
-    await dedup.mark_acked(key)
+    await runtime.producer().send(record["message"])
+    await dedup.mark_acked(key, record)
     return Posted(message.id, message.ts)

@@ -1,8 +1,9 @@
 """Remembers each (tenant, room, sender, client_id) so a resend maps to the same message.
 
 `claim(key, record)` stores `record` if the key is new and returns None, or
-returns the record stored first. `mark_acked(key)` notes that SQS accepted the
-message, so a later resend is answered with the same ack and nothing else.
+returns the record stored first. `mark_acked(key, record)` notes that SQS
+accepted the message, so a later resend is answered with the same ack and
+nothing else.
 Redis-backed when REDIS_URL is set (shared by all web processes), in-process
 otherwise.
 """
@@ -35,7 +36,7 @@ class MemoryDedupStore:
         self._entries[key] = (self.clock() + self.ttl, record)
         return None
 
-    async def mark_acked(self, key: str) -> None:
+    async def mark_acked(self, key: str, record: dict) -> None:
         entry = self._entries.get(key)
         if entry is not None:
             entry[1]["acked"] = True
@@ -61,13 +62,9 @@ class RedisDedupStore:
             return await self.claim(key, record)
         return json.loads(stored)
 
-    async def mark_acked(self, key: str) -> None:
-        full = self.prefix + key
-        stored = await self.redis.get(full)
-        if stored is not None:
-            record = json.loads(stored)
-            record["acked"] = True
-            await self.redis.set(full, json.dumps(record), xx=True, keepttl=True)
+    async def mark_acked(self, key: str, record: dict) -> None:
+        acked = json.dumps({**record, "acked": True})
+        await self.redis.set(self.prefix + key, acked, xx=True, keepttl=True)
 
     async def close(self) -> None:
         await self.redis.aclose()

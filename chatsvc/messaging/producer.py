@@ -1,9 +1,12 @@
 """Batching SQS producer: many `send()` calls become few SendMessageBatch calls.
 
-Messages wait at most `linger` seconds (or until 10 are pending) and then go
-out in one call on a worker thread; several batches may be in flight. Failed
-entries are retried with exponential backoff and jitter; `send()` returns only
-once SQS accepted the message, or raises EnqueueFailed.
+Batches size themselves to the load, with no fixed linger: when no call is
+running a message goes out at once; while one runs, new messages gather and
+leave together when it returns, or as soon as ten are waiting (SQS's batch
+maximum). Light load pays no added latency, heavy load fills batches. Calls
+run on worker threads (boto3 is synchronous). Failed entries are retried with
+exponential backoff and jitter; `send()` returns only once SQS accepted the
+message, or raises EnqueueFailed.
 """
 
 import asyncio
@@ -36,28 +39,24 @@ class SqsProducer:
         *,
         client,
         queue_url: str,
-        linger: float = 0.005,
         max_attempts: int = 5,
         max_in_flight: int = 4,
         base_backoff: float = 0.05,
     ):
         self.client = client
         self.queue_url = queue_url
-        self.linger = linger
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self._pending: list[_Pending] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._calls = 0  # batches sent or about to be (not those backing off)
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(max_in_flight)
 
     async def send(self, body: str) -> None:
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(body, future))
-        if len(self._pending) >= SQS_BATCH_MAX:
+        if self._calls == 0 or len(self._pending) >= SQS_BATCH_MAX:
             self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush)
         await future
 
     async def close(self) -> None:
@@ -67,11 +66,9 @@ class SqsProducer:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         while self._pending:
             batch, self._pending = self._pending[:SQS_BATCH_MAX], self._pending[SQS_BATCH_MAX:]
+            self._calls += 1
             task = asyncio.ensure_future(self._deliver(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -83,6 +80,7 @@ class SqsProducer:
                 if batch:
                     delay = self.base_backoff * 2 ** (batch[0].attempts - 1)
                     await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+                    self._calls += 1
 
     async def _attempt(self, batch: list[_Pending]) -> list[_Pending]:
         """One SendMessageBatch; returns the entries to try again."""
@@ -103,6 +101,10 @@ class SqsProducer:
                 f["Id"]: f.get("Message", f.get("Code", "")) for f in response.get("Failed", [])
             }
             retryable = {f["Id"] for f in response.get("Failed", []) if not f.get("SenderFault")}
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self._flush()  # what gathered during the call leaves together
         retry = []
         for entry_id, reason in failed.items():
             pending = batch[int(entry_id)]

@@ -24,7 +24,6 @@ def producer() -> SqsProducer:
         current = SqsProducer(
             client=clients.sqs(),
             queue_url=settings.CHAT_QUEUE_URL,
-            linger=settings.CHAT_SQS_LINGER_MS / 1000,
             max_attempts=settings.CHAT_SQS_MAX_ATTEMPTS,
         )
         _producers[loop] = current
