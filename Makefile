@@ -38,6 +38,7 @@ test: $(VENV)/.installed infra-tools lint
 
 bench: $(VENV)/.installed
 	$(PY) bench/fanout.py
+	$(PY) bench/persistence.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .ruff_cache

@@ -77,7 +77,7 @@ def close_connection(request, connection_id: str):
 
 
 class HistoryQuery(Schema):
-    before: str | None = NinjaField(None, pattern=r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+    before: str | None = NinjaField(None, pattern=r"^([0-7][0-9A-HJKMNP-TV-Z]{25})?$")
     limit: int = NinjaField(50, ge=1, le=100)
 
 
@@ -89,7 +89,7 @@ class HistoryQuery(Schema):
 def list_messages(request, connection_id: str, query: Query[HistoryQuery]):
     room = _room(request, connection_id)  # tenant check before DynamoDB is touched
     messages, cursor = fetch_history(
-        connection_id=room.connection_id, before=query.before, limit=query.limit
+        connection_id=room.connection_id, before=query.before or None, limit=query.limit
     )
     return {"messages": messages, "next": cursor}
 

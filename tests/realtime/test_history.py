@@ -74,6 +74,10 @@ async def test_history_pages_newest_first_over_websocket_and_rest(world, connect
     assert response.status_code == 200
     body = response.json()
     assert [m["id"] for m in body["messages"]] == ids[::-1][:5] and body["next"] == ids[2]
+    first_page_again = await sync_to_async(client.get)(
+        f"/api/v1/connections/{room}/messages?before=&limit=5", headers=headers
+    )
+    assert first_page_again.json() == body  # an empty cursor means "from the newest"
     response = await sync_to_async(client.get)(
         f"/api/v1/connections/{room}/messages?before={body['next']}", headers=headers
     )

@@ -78,7 +78,8 @@ class Command(BaseCommand):
         return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
 
     def _spawn_worker(self, env) -> subprocess.Popen:
-        command = [sys.executable, "manage.py", "consume_queue"]
+        # A short long-poll: Ctrl-C should not wait 20 s for an idle receive.
+        command = [sys.executable, "manage.py", "consume_queue", "--wait-seconds", "2"]
         return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
 
     def _announce(self, host, port, endpoint, room, issued) -> None:
