@@ -1,17 +1,11 @@
 """`run_local` as a user starts it, and two real headless Chromium pages chatting."""
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from chatsvc.settings import BASE_DIR
-from tests.conftest import free_port, service_missing
+from tests.conftest import service_missing
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -29,35 +23,10 @@ CHROMIUM_FLAGS = [
 @pytest.fixture
 def local_service(tmp_path):
     """The embedded mode: SQLite, in-memory layer, moto emulator, web + worker."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    log = open(tmp_path / "run_local.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_local", "--port", str(port)],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail((tmp_path / "run_local.log").read_text())
-        time.sleep(0.3)
-    yield url
-    process.send_signal(signal.SIGINT)
-    assert process.wait(30) == 0, (tmp_path / "run_local.log").read_text()
-    log.close()
-    assert "stopped." in (tmp_path / "run_local.log").read_text()
+    service = ServerProcess.run_local(database=tmp_path / "db.sqlite3", log=tmp_path / "run.log")
+    yield service.wait_ready("/readyz").url
+    assert service.stop() == 0, service.log_path.read_text()
+    assert "stopped." in service.log_path.read_text()
 
 
 def test_two_browser_pages_chat_through_the_demo(local_service):

@@ -8,23 +8,14 @@ import re
 
 import pytest
 
+from pipeline import deployment_tags
 from tests.infra.cfn import ROOT, TEMPLATES, load, nested_stacks, template_names, walk
 
 pytestmark = pytest.mark.infra
 
 ROOTS = ["root.yaml", "release.yaml"]
 STANDALONE = {"root.yaml", "release.yaml", "bootstrap.yaml"}
-DEPLOYMENT_JSON_KEYS = {
-    "LiveColor",
-    "TestColor",
-    "LiveImageTag",
-    "TestImageTag",
-    "BlueImageTag",
-    "GreenImageTag",
-    "LiveTargetGroupArn",
-    "TestTargetGroupArn",
-    "FirstDeployment",
-}
+DEPLOYMENT_JSON_KEYS = set(deployment_tags.KEYS)
 
 
 def output_references(node) -> set[tuple[str, str]]:

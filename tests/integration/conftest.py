@@ -1,8 +1,8 @@
 import pytest
 from django.db import connection
 
-from tests.conftest import free_port, service_missing
-from tests.integration.servers import ServerProcess, server_env
+from tests.conftest import service_missing
+from tests.servers import ServerProcess, server_env
 
 
 @pytest.fixture
@@ -20,11 +20,9 @@ def start_server(postgres_url, redis_url, aws, tmp_path):
 
     def start(**overrides):
         env = {**server_env(database_url=postgres_url, redis_url=redis_url, aws=aws), **overrides}
-        server = ServerProcess(
-            port=free_port(), env=env, log=tmp_path / f"server{len(servers)}.log"
-        )
+        server = ServerProcess.serve(env=env, log=tmp_path / f"server{len(servers)}.log")
         servers.append(server)
-        return server.wait_healthy()
+        return server.wait_ready()
 
     yield start
     for server in servers:

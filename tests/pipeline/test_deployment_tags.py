@@ -13,17 +13,7 @@ from tests.pipeline import world
 
 pytestmark = pytest.mark.infra
 
-KEYS = {
-    "LiveColor",
-    "TestColor",
-    "LiveImageTag",
-    "TestImageTag",
-    "BlueImageTag",
-    "GreenImageTag",
-    "LiveTargetGroupArn",
-    "TestTargetGroupArn",
-    "FirstDeployment",
-}
+KEYS = set(deployment_tags.KEYS)
 
 
 @pytest.fixture

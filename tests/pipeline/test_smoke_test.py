@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
+from tests.servers import NOT_EMBEDDED, ServerProcess
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +32,7 @@ def smoke(url: str, api_key: str, *extra: str) -> subprocess.CompletedProcess:
 def service(tmp_path_factory):
     """manage.py migrate, create_tenant smoke --json, run_local: the contract's way."""
     tmp = tmp_path_factory.mktemp("smoke-service")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL", "CHAT_QUEUE_URL")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in NOT_EMBEDDED}
     env.update(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}", DEBUG="true")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
@@ -46,34 +40,9 @@ def service(tmp_path_factory):
     created = subprocess.run([*manage, "create_tenant", "smoke", "--json"], cwd=ROOT, env=env,
                              check=True, capture_output=True, text=True, timeout=60)  # fmt: skip
     tenant = json.loads(created.stdout)
-    port = free_port()
-    log_path = tmp / "run_local.log"
-    log = open(log_path, "ab")
-    process = subprocess.Popen(
-        [*manage, "run_local", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("run_local did not become ready:\n" + log_path.read_text())
-        time.sleep(0.3)
-    yield url, tenant["api_key"]
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-    log.close()
+    service = ServerProcess.run_local(database=tmp / "db.sqlite3", log=tmp / "run_local.log")
+    yield service.wait_ready("/readyz", timeout=90).url, tenant["api_key"]
+    service.stop()
 
 
 def test_passes_against_the_real_service(service):

@@ -9,43 +9,73 @@ import urllib.request
 from pathlib import Path
 
 from chatsvc.settings import BASE_DIR
+from tests.conftest import free_port
+
+# Variables of the test run that must not leak into an embedded-mode service.
+NOT_EMBEDDED = ("REDIS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL", "CHAT_QUEUE_URL")
 
 
 class ServerProcess:
-    """`manage.py serve` (the web role) in a child process, stopped with SIGTERM."""
+    """A `manage.py` command serving HTTP in a child process, stopped with a signal."""
 
-    def __init__(self, *, port: int, env: dict, log: Path):
+    def __init__(
+        self, *, args: list[str], port: int, env: dict, log: Path, stop_signal=signal.SIGTERM
+    ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws/v1/"
         self.log_path = log
+        self.stop_signal = stop_signal
         self.log = open(log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
 
-    def wait_healthy(self, timeout=30.0) -> "ServerProcess":
+    @classmethod
+    def serve(cls, *, env: dict, log: Path) -> "ServerProcess":
+        """The web role (`manage.py serve`)."""
+        port = free_port()
+        return cls(
+            args=["serve", "--host", "127.0.0.1", "--port", str(port)], port=port, env=env, log=log
+        )
+
+    @classmethod
+    def run_local(cls, *, database: Path, log: Path) -> "ServerProcess":
+        """The embedded mode as `make run` starts it, on its own SQLite file."""
+        env = {k: v for k, v in os.environ.items() if k not in NOT_EMBEDDED}
+        env["DATABASE_URL"] = f"sqlite:///{database}"
+        port = free_port()
+        return cls(
+            args=["run_local", "--port", str(port)],
+            port=port,
+            env=env,
+            log=log,
+            stop_signal=signal.SIGINT,
+        )
+
+    def wait_ready(self, path="/healthz", timeout=60.0) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:  # noqa: S310
                     if response.status == 200:
                         return self
             except OSError:
                 time.sleep(0.2)
-        raise TimeoutError(f"server not healthy in {timeout}s:\n{self.log_path.read_text()}")
+        self.process.kill()
+        raise TimeoutError(f"{path} not ready in {timeout}s:\n{self.log_path.read_text()}")
 
     def stop(self) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
             try:
-                self.process.wait(15)
+                self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
