@@ -110,7 +110,12 @@ async def lecture(cfg):
     listeners = await open_many(cfg["url"], [(cfg["token"], [room])] * cfg["clients"], tally)
     sender_tally = Tally()
     [sender] = await open_many(cfg["url"], [(cfg["sender_token"], [room])], sender_tally)
-    seq = 0
+    # Warm-up (first boto3 call, Redis connections): not measured.
+    for seq in range(10):
+        await sender.send(room, seq)
+        await asyncio.sleep(0.05)
+    await wait_for(tally, 10 * len(listeners), timeout=10)
+    seq = 10
     for rate in cfg["rates"]:
         tally.reset()
         sender.acks, sender.errors = 0, []
@@ -149,6 +154,12 @@ async def tutoring(cfg):
     tally = Tally()
     specs = [(token, [room]) for room in cfg["rooms"] for token in cfg["pair_tokens"]]
     clients = await open_many(cfg["url"], specs, tally)
+    # Warm-up (first sends, connection pools): one message each, not measured.
+    for index, client in enumerate(clients):
+        await client.send(specs[index][1][0], 10_000_000 + index)
+        await asyncio.sleep(2 / len(clients))
+    await wait_for(tally, 2 * len(clients), timeout=20)
+    tally.reset()
     seconds = cfg["seconds"]
     start = time.monotonic()
 
@@ -165,6 +176,7 @@ async def tutoring(cfg):
     await wait_for(tally, expected, timeout=10)
     elapsed = max(tally.last_receive - start, 1e-9)
     errors = sum(len(c.errors) for c in clients)
+    codes = sorted({code for c in clients for code in c.errors})
     emit(
         scenario="tutoring",
         rooms=len(cfg["rooms"]),
@@ -174,6 +186,7 @@ async def tutoring(cfg):
         delivered=tally.received,
         lost=expected - tally.received,
         rejected=errors,
+        error_codes=codes,
         deliveries_per_s=round(tally.received / elapsed),
         p50_ms=percentile(tally.latencies, 0.5),
         p99_ms=percentile(tally.latencies, 0.99),

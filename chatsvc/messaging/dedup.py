@@ -46,10 +46,17 @@ class MemoryDedupStore:
 
 
 class RedisDedupStore:
-    def __init__(self, *, url: str, ttl_seconds: int, prefix: str = "chatsvc:dedup:"):
+    def __init__(
+        self, *, url: str, ttl_seconds: int, prefix: str = "chatsvc:dedup:", max_connections=32
+    ):
         import redis.asyncio as aioredis
 
-        self.redis = aioredis.Redis.from_url(url, health_check_interval=30)
+        # redis-py's default pool raises MaxConnectionsError once 100 commands are
+        # in flight; a blocking pool makes bursts wait for a connection instead.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10, health_check_interval=30
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.ttl = ttl_seconds
         self.prefix = prefix
 
