@@ -1,5 +1,8 @@
 """One JSON error shape for the whole API: {"error": {code, message, details?}}."""
 
+import logging
+
+from botocore.exceptions import BotoCoreError, ClientError
 from django.http import Http404
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -8,6 +11,9 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: list | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, details: list | None = None) -> dict:
@@ -42,6 +48,12 @@ def install(api) -> None:
     @api.exception_handler(Http404)
     def not_found(request, exc):
         return respond(request, 404, "not_found", "no such resource")
+
+    @api.exception_handler(BotoCoreError)
+    @api.exception_handler(ClientError)
+    def aws_unavailable(request, exc):
+        logger.warning("AWS call failed in the API", extra={"error": str(exc)})
+        return respond(request, 503, "unavailable", "a backing service is unavailable; retry")
 
     @api.exception_handler(HttpError)
     def http_error(request, exc: HttpError):

@@ -62,6 +62,8 @@ async def readiness() -> tuple[bool, dict]:
         name: "ok" if result is None else f"error: {type(result).__name__}: {result}"[:300]
         for name, result in zip(checks, results, strict=True)
     }
+    if not settings.REDIS_URL:
+        report["redis"] = "not configured (in-memory channel layer)"
     return all(result is None for result in results), report
 
 

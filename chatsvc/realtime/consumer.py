@@ -6,12 +6,14 @@ import time
 import uuid
 import weakref
 
+from botocore.exceptions import BotoCoreError, ClientError
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsvc.messaging.actions import post_message
+from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed
 from chatsvc.realtime import events, tokens
 from chatsvc.realtime.hub import hub
@@ -108,11 +110,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
             await self._dispatch(frame)
         except FrameError as error:
+            await self._error(error)
             if self.user is None:  # the first frame must be a valid auth
-                await self._error(error)
                 await self._close(tokens.CLOSE_BAD_TOKEN)
-            else:
-                await self._error(error)
+        except Exception:
+            # A bug or an outage must cost this frame, not the socket.
+            logger.exception("frame handling failed")
+            await self._error(FrameError("internal", "the server could not handle this frame"))
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         if self.user is None:
@@ -193,14 +197,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await events.broadcast(connection_id, frame, exclude=self.socket_id)
 
     async def on_history(self, frame: ClientFrame) -> None:
-        from chatsvc.messaging.history import read_history
-
         self._require_joined(frame.connection_id)
-        messages, cursor = await read_history(
-            connection_id=frame.connection_id,
-            before=frame.data.get("before"),
-            limit=frame.data.get("limit", 50),
-        )
+        try:
+            messages, cursor = await read_history(
+                connection_id=frame.connection_id,
+                before=frame.data.get("before"),
+                limit=frame.data.get("limit", 50),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("history unavailable", extra={"error": str(exc)})
+            raise FrameError(
+                "history_unavailable",
+                "history cannot be read right now; retry",
+                frame.connection_id,
+            ) from exc
         await self._send(
             {
                 "type": "history",

@@ -26,10 +26,18 @@ async def test_healthz_answers_any_host_without_dependencies():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_readyz_checks_database_redis_and_sqs(aws):
+async def test_readyz_checks_database_redis_and_sqs(aws, settings):
     status, body = await probe("/readyz")
     assert status == 200, body
-    assert body["checks"] == {"database": "ok", "redis": "ok", "sqs": "ok"}
+    redis = "ok" if settings.REDIS_URL else "not configured (in-memory channel layer)"
+    assert body["checks"] == {"database": "ok", "redis": redis, "sqs": "ok"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_readyz_is_503_when_redis_is_unreachable(aws, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    status, body = await probe("/readyz")
+    assert status == 503 and body["checks"]["redis"].startswith("error")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -101,3 +101,22 @@ async def test_admin_shows_a_rooms_recent_messages(world, connect, admin_client)
     html = page.content.decode()
     assert html.index("second") < html.index("&lt;b&gt;first&lt;/b&gt;")  # newest first, escaped
     assert "<b>first</b>" not in html
+
+
+async def test_history_outage_is_an_error_frame_and_a_503(world, connect, client, settings):
+    room = world.room.connection_id
+    ada = await connect(factories.token_for(world.acme), room=room)
+    settings.CHAT_TABLE_NAME = "no-such-table"
+
+    await ada.send({"type": "history", "connection_id": room})
+    error = await ada.expect("error")
+    assert error["code"] == "history_unavailable" and error["ref"] == room
+    await ada.send({"type": "ping"})
+    assert (await ada.expect("pong"))["type"] == "pong"  # the socket survived
+
+    headers = {"Authorization": f"Bearer {world.acme.api_key}"}
+    response = await sync_to_async(client.get)(
+        f"/api/v1/connections/{room}/messages", headers=headers
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
