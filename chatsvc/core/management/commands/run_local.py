@@ -75,12 +75,19 @@ class Command(BaseCommand):
 
     def _spawn_web(self, env, host, port) -> subprocess.Popen:
         command = [sys.executable, "manage.py", "serve", "--host", host, "--port", str(port)]
-        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
+        return self._spawn(command, env)
 
     def _spawn_worker(self, env) -> subprocess.Popen:
         # A short long-poll: Ctrl-C should not wait 20 s for an idle receive.
         command = [sys.executable, "manage.py", "consume_queue", "--wait-seconds", "2"]
-        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
+        return self._spawn(command, env)
+
+    def _spawn(self, command, env) -> subprocess.Popen:
+        # A session of their own: Ctrl-C reaches this process only, which then
+        # stops the children once, gracefully, with SIGTERM.
+        return subprocess.Popen(  # noqa: S603
+            command, env=env, cwd=settings.BASE_DIR, start_new_session=True
+        )
 
     def _announce(self, host, port, endpoint, room, issued) -> None:
         base = f"http://{host}:{port}"
