@@ -17,7 +17,7 @@ from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed
 from chatsvc.realtime import events, tokens
 from chatsvc.realtime.hub import hub
-from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame
+from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
 from chatsvc.rooms.selectors import room_of_tenant
 
@@ -61,7 +61,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message):
         # Channels' dispatch closes stale DB connections in a worker thread before
-        # every handler: a thread hop per delivered frame. Our database access all
+        # every handler: a thread hop per incoming frame. Our database access all
         # goes through database_sync_to_async, which does that itself.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -102,7 +102,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._close(CLOSE_TOO_LARGE)
             return
         if self.user is not None and not self.bucket.take():
-            await self._error(FrameError("rate_limited", "too many frames; slow down"))
+            ref = reference_of(text_data)  # so the client knows which send to retry
+            await self._error(FrameError("rate_limited", "too many frames; slow down", ref))
             if self.strikes.add():
                 await self._close(CLOSE_FLOOD)
             return

@@ -75,6 +75,15 @@ def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
     return ClientFrame(kind, values)
 
 
+def reference_of(text: str) -> str | None:
+    """What an error about this raw frame refers to, if it can be told."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return _ref_of(data) if isinstance(data, dict) else None
+
+
 def _ref_of(data: dict) -> str | None:
     """What an error refers to: the client_id of a send, else the room."""
     for name in ("client_id", "connection_id"):

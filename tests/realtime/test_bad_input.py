@@ -228,9 +228,22 @@ async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connec
     assert frame["code"] == 4429
     assert [f["type"] for f in frames].count("pong") == 4  # burst of 5, one spent on join
     assert {f["code"] for f in frames if f["type"] == "error"} == {"rate_limited"}
+    assert {f["ref"] for f in frames if f["type"] == "error"} == {None}  # pings name nothing
 
     await calm.send(send_frame(room, client_id="ok"))
     assert (await calm.expect("ack", skip=("message", "presence")))["client_id"] == "ok"
+
+
+async def test_a_rate_limited_send_names_its_client_id(world, connect):
+    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
+        messages_per_second=1
+    )
+    room = world.room.connection_id
+    client = await connect(factories.token_for(world.acme), room=room)
+    for n in range(6):
+        await client.send(send_frame(room, client_id=f"s{n}"))
+    error = await client.expect("error", skip=("message", "ack"))
+    assert error["code"] == "rate_limited" and error["ref"] == "s4"  # burst 5, join spent one
 
 
 async def test_sqs_failure_names_the_client_id_and_keeps_the_socket(world, connect, settings):
