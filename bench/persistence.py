@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -126,7 +126,7 @@ class CallCounter:
 
 def make_bodies(count: int, rooms: list[str]) -> list[str]:
     from chatsvc.core.ulid import new_ulid
-    from chatsvc.messaging.queue_message import QueueMessage
+    from chatsvc.messaging.queue_message import QueueMessage, utc_timestamp
 
     bodies = []
     for index in range(count):
@@ -138,7 +138,7 @@ def make_bodies(count: int, rooms: list[str]) -> list[str]:
                 sender_id=f"user-{index % 50}",
                 sender_name=f"Learner {index % 50}",
                 body="A typical chat line of about a hundred characters, give or take a few words.",
-                ts=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                ts=utc_timestamp(),
             ).to_json()
         )
     return bodies

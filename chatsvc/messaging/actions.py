@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from chatsvc.core.ulid import new_ulid
 from chatsvc.messaging import runtime
-from chatsvc.messaging.queue_message import QueueMessage
+from chatsvc.messaging.queue_message import QueueMessage, utc_timestamp
 from chatsvc.realtime import events
 from chatsvc.realtime.tokens import ChatUser
 
@@ -20,10 +20,6 @@ from chatsvc.realtime.tokens import ChatUser
 class Posted:
     id: str
     ts: str
-
-
-def utc_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_message(*, user: ChatUser, connection_id: str, body: str) -> QueueMessage:

@@ -8,8 +8,15 @@ the tenant's retention so the worker needs no database lookup.
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 VERSION = 1
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """The `ts` format: ISO 8601 UTC with milliseconds and a Z."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class InvalidQueueMessage(ValueError):

@@ -131,14 +131,18 @@ def test_deploy_overrides_match_release_parameters_and_fit_the_limit():
         assert overrides[tag] == {"Fn::GetParam": ["DiscoverOutput", "deployment.json", tag]}
 
 
-def test_pipeline_projects_use_existing_buildspecs_and_their_input_artifacts():
+def codebuild_actions():
+    """(action, project properties, buildspec path) for each CodeBuild action."""
     resources = load("pipeline.yaml")["Resources"]
     _, actions = deploy_action()
     for action in actions:
-        if action["ActionTypeId"]["Provider"] != "CodeBuild":
-            continue
-        project = resources[action["Configuration"]["ProjectName"]["Ref"]]["Properties"]
-        buildspec = project["Source"]["BuildSpec"]
+        if action["ActionTypeId"]["Provider"] == "CodeBuild":
+            project = resources[action["Configuration"]["ProjectName"]["Ref"]]["Properties"]
+            yield action, project, project["Source"]["BuildSpec"]
+
+
+def test_pipeline_projects_use_existing_buildspecs_and_their_input_artifacts():
+    for action, _, buildspec in codebuild_actions():
         inputs = [a["Name"] for a in action["InputArtifacts"]]
         if len(inputs) > 1:
             assert action["Configuration"]["PrimarySource"] in inputs
@@ -151,13 +155,7 @@ def test_pipeline_projects_use_existing_buildspecs_and_their_input_artifacts():
 
 
 def test_codebuild_projects_set_the_environment_their_buildspecs_require():
-    resources = load("pipeline.yaml")["Resources"]
-    _, actions = deploy_action()
-    for action in actions:
-        if action["ActionTypeId"]["Provider"] != "CodeBuild":
-            continue
-        project = resources[action["Configuration"]["ProjectName"]["Ref"]]["Properties"]
-        buildspec = project["Source"]["BuildSpec"]
+    for action, project, buildspec in codebuild_actions():
         if not buildspec.startswith("pipeline/"):
             continue
         given = {v["Name"] for v in project["Environment"].get("EnvironmentVariables", [])}

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
@@ -67,16 +68,12 @@ def world(transactional_db, aws):
     """Tenant acme with one room, tenant other with one room, and SQS/DynamoDB."""
     acme = factories.tenant_with_key("acme", messages_per_second=50)
     other = factories.tenant_with_key("other")
-    return type(
-        "World",
-        (),
-        {
-            "acme": acme,
-            "other": other,
-            "room": factories.room_for(acme),
-            "other_room": factories.room_for(other),
-            "aws": aws,
-        },
+    return SimpleNamespace(
+        acme=acme,
+        other=other,
+        room=factories.room_for(acme),
+        other_room=factories.room_for(other),
+        aws=aws,
     )
 
 

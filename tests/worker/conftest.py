@@ -7,13 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from chatsvc.core.ulid import new_ulid
-from chatsvc.messaging.queue_message import QueueMessage
+from chatsvc.messaging.queue_message import QueueMessage, utc_timestamp
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +29,7 @@ def make_messages(count: int, *, rooms: list[str] | None = None, **overrides) ->
                 sender_id=f"user-{index % 7}",
                 sender_name=f"User {index % 7}",
                 body=f"message {index} ✓",
-                ts=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                ts=utc_timestamp(),
                 **overrides,
             )
         )
