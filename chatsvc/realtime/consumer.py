@@ -89,6 +89,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.deadline.cancel()
         for connection_id in list(self.rooms):
             await self._leave_room(connection_id, notify_self=False)
+        if self.user is not None:
+            await hub().leave(events.tenant_group(self.user.tenant.id), self)
 
     # --- incoming frames ---------------------------------------------------------
 
@@ -140,6 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.deadline.cancel()
         self.user = user
+        await hub().join(events.tenant_group(user.tenant.id), self)  # disable/revoke reach us
         rate = user.tenant.messages_per_second
         self.bucket = TokenBucket(rate=rate, burst=max(5, 2 * rate))
         # The session ends when the token does.
@@ -171,8 +174,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError("not_found", "no such room", connection_id)
         if not room.is_open:
             raise FrameError("room_closed", "the room is closed", connection_id)
+        await hub().join(events.room_group(connection_id), self)
         self.rooms.add(connection_id)
-        await hub().join(connection_id, self)
         await self._send({"type": "joined", "connection_id": connection_id})
         await self._presence(connection_id, "joined")
 
@@ -230,8 +233,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_room_closed(self, connection_id: str) -> None:
         if connection_id in self.rooms:
             self.rooms.discard(connection_id)
-            await hub().leave(connection_id, self)
+            await hub().leave(events.room_group(connection_id), self)
             await self._send({"type": "left", "connection_id": connection_id, "reason": "closed"})
+
+    async def on_tenant_disabled(self) -> None:
+        await self._close(tokens.CLOSE_FORBIDDEN)
+
+    async def on_key_revoked(self, key_id: str) -> None:
+        if self.user.key_id == key_id:
+            await self._close(tokens.CLOSE_BAD_TOKEN)
 
     # --- helpers -----------------------------------------------------------------
 
@@ -258,7 +268,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave_room(self, connection_id: str, *, notify_self: bool) -> None:
         self.rooms.discard(connection_id)
-        await hub().leave(connection_id, self)
+        await hub().leave(events.room_group(connection_id), self)
         if notify_self:
             await self._send({"type": "left", "connection_id": connection_id})
         await self._presence(connection_id, "left")

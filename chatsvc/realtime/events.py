@@ -1,7 +1,8 @@
-"""Events published to a room's channel-layer group, and the frames they carry.
+"""Events published to channel-layer groups: rooms, and tenants' sockets.
 
-Frames are JSON-encoded once by the publisher; every consumer in every
-process forwards the same text, so fan-out costs no per-member encoding.
+Every event names its `group`; each process's RoomHub receives it once and
+hands it to its local members of that group. Frames are JSON-encoded once by
+the publisher, so fan-out costs no per-member encoding.
 """
 
 import json
@@ -14,23 +15,37 @@ def room_group(connection_id: str) -> str:
     return f"room.{connection_id}"
 
 
+def tenant_group(tenant_id: str) -> str:
+    return f"tenant.{tenant_id}"
+
+
 def encode(frame: dict) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
+async def publish(group: str, event: dict) -> None:
+    await get_channel_layer().group_send(group, {**event, "group": group})
+
+
 async def broadcast(connection_id: str, frame: dict, *, exclude: str | None = None) -> None:
     """Send `frame` to every socket in the room (but the socket whose id is `exclude`)."""
-    event = {"type": "chat.frame", "connection_id": connection_id, "text": encode(frame)}
+    event = {"type": "chat.frame", "text": encode(frame)}
     if exclude:
         event["exclude"] = exclude
-    await get_channel_layer().group_send(room_group(connection_id), event)
+    await publish(room_group(connection_id), event)
 
 
-async def room_closed(connection_id: str) -> None:
-    await get_channel_layer().group_send(
-        room_group(connection_id), {"type": "room.closed", "connection_id": connection_id}
-    )
+def room_closed(connection_id: str) -> None:
+    """Members leave the room at once (sync: called from services)."""
+    event = {"type": "room.closed", "connection_id": connection_id}
+    async_to_sync(publish)(room_group(connection_id), event)
 
 
-def room_closed_sync(connection_id: str) -> None:
-    async_to_sync(room_closed)(connection_id)
+def tenant_disabled(tenant_id: str) -> None:
+    """Every socket of the tenant is closed with 4403."""
+    async_to_sync(publish)(tenant_group(tenant_id), {"type": "tenant.disabled"})
+
+
+def key_revoked(tenant_id: str, key_id: str) -> None:
+    """Sockets authenticated with tokens of this key are closed with 4401."""
+    async_to_sync(publish)(tenant_group(tenant_id), {"type": "key.revoked", "key_id": key_id})

@@ -1,10 +1,10 @@
-"""RoomHub: the sockets of one process, by room, fed by one channel-layer channel.
+"""RoomHub: the sockets of one process, by group, fed by one channel-layer channel.
 
-Each process subscribes once per room it has members in (not once per
-socket), receives every room event once, and writes the pre-encoded frame to
-its local members directly. Per delivery that costs one socket write; the
-per-socket queue, task wake-up, decode and dispatch of the textbook pattern
-are gone, and an idle socket holds no channel-layer state at all.
+Each process subscribes once per group (a room, or a tenant's sockets) it has
+members in, not once per socket; it receives every event once and hands it to
+its local members directly: a room message costs one socket write per member.
+The per-socket queue, task wake-up, decode and dispatch of the textbook
+pattern are gone, and an idle socket holds no channel-layer state at all.
 """
 
 import asyncio
@@ -13,8 +13,6 @@ import weakref
 from collections import defaultdict
 
 from channels.layers import get_channel_layer
-
-from chatsvc.realtime.events import room_group
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +25,20 @@ class RoomHub:
         self.reader: asyncio.Task | None = None
         self._setup = asyncio.Lock()
 
-    async def join(self, connection_id: str, member) -> None:
+    async def join(self, group: str, member) -> None:
         await self._ensure_channel()
-        members = self.members[connection_id]
-        members.add(member)
-        if len(members) == 1:
-            await self.layer.group_add(room_group(connection_id), self.channel)
+        if not self.members.get(group):
+            await self.layer.group_add(group, self.channel)
+        self.members[group].add(member)
 
-    async def leave(self, connection_id: str, member) -> None:
-        members = self.members.get(connection_id)
+    async def leave(self, group: str, member) -> None:
+        members = self.members.get(group)
         if members is None or member not in members:
             return
         members.discard(member)
         if not members:
-            del self.members[connection_id]
-            await self.layer.group_discard(room_group(connection_id), self.channel)
+            del self.members[group]
+            await self.layer.group_discard(group, self.channel)
 
     async def _ensure_channel(self) -> None:
         async with self._setup:
@@ -58,17 +55,23 @@ class RoomHub:
                 logger.exception("room event delivery failed", extra={"event": event.get("type")})
 
     async def _deliver(self, event: dict) -> None:
-        members = self.members.get(event["connection_id"])
+        members = self.members.get(event["group"])
         if not members:
             return
-        if event["type"] == "chat.frame":
+        kind = event["type"]
+        if kind == "chat.frame":
             text, exclude = event["text"], event.get("exclude")
             for member in list(members):
                 if member.socket_id != exclude:
                     await member.send_text(text)
-        elif event["type"] == "room.closed":
-            for member in list(members):
+            return
+        for member in list(members):
+            if kind == "room.closed":
                 await member.on_room_closed(event["connection_id"])
+            elif kind == "tenant.disabled":
+                await member.on_tenant_disabled()
+            elif kind == "key.revoked":
+                await member.on_key_revoked(event["key_id"])
 
 
 _hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

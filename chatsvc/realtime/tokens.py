@@ -39,6 +39,7 @@ class ChatUser:
     tenant: Tenant
     rooms: frozenset[str] | None  # None: every room of the tenant
     expires_at: int
+    key_id: str
 
     def may_join(self, connection_id: str) -> bool:
         return self.rooms is None or connection_id in self.rooms
@@ -100,13 +101,13 @@ def authenticate(token: object) -> ChatUser:
         raise TokenRejected("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenRejected(f"token invalid: {exc}") from exc
-    user = _user_from_claims(claims, key.tenant)
+    user = _user_from_claims(claims, key)
     if not key.tenant.is_active:
         raise TokenRejected("tenant disabled", CLOSE_FORBIDDEN)
     return user
 
 
-def _user_from_claims(claims: dict, tenant: Tenant) -> ChatUser:
+def _user_from_claims(claims: dict, key: TenantKey) -> ChatUser:
     sub, name, cids, role = (
         claims.get("sub"),
         claims.get("name", claims.get("sub")),
@@ -127,4 +128,12 @@ def _user_from_claims(claims: dict, tenant: Tenant) -> ChatUser:
     if exp - iat > MAX_LIFETIME_SECONDS + LEEWAY_SECONDS:
         raise TokenRejected("token lifetime exceeds 24 hours")
     rooms = None if ALL_ROOMS in cids else frozenset(cids)
-    return ChatUser(id=sub, name=name, role=role, tenant=tenant, rooms=rooms, expires_at=exp)
+    return ChatUser(
+        id=sub,
+        name=name,
+        role=role,
+        tenant=key.tenant,
+        rooms=rooms,
+        expires_at=exp,
+        key_id=key.key_id,
+    )

@@ -18,5 +18,5 @@ def close_room(*, room: Room) -> Room:
         room.closed_at = timezone.now()
         room.save(update_fields=["status", "closed_at"])
         connection_id = room.connection_id
-        transaction.on_commit(lambda: events.room_closed_sync(connection_id))
+        transaction.on_commit(lambda: events.room_closed(connection_id))
     return room

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from chatsvc.realtime import events
 from chatsvc.tenants import secrets
 from chatsvc.tenants.models import Tenant, TenantKey
 
@@ -54,18 +55,24 @@ def create_tenant(*, slug: str, name: str = "", origins: list[str] | tuple = ())
 def rotate_key(*, tenant: Tenant, revoke_others: bool = False) -> IssuedKey:
     issued = issue_key(tenant=tenant)
     if revoke_others:
-        tenant.keys.exclude(pk=issued.key.pk).filter(revoked_at=None).update(
-            revoked_at=timezone.now()
-        )
+        for key in tenant.keys.exclude(pk=issued.key.pk).filter(revoked_at=None):
+            revoke_key(key=key)
     return issued
 
 
 def revoke_key(*, key: TenantKey) -> None:
+    """Revoke a key; sockets signed in with its tokens are closed at once."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        tenant_id, key_id = key.tenant_id, key.key_id
+        transaction.on_commit(lambda: events.key_revoked(tenant_id, key_id))
 
 
 def set_active(*, tenant: Tenant, active: bool) -> None:
+    """(De)activate a tenant; deactivation closes all its sockets at once."""
     tenant.is_active = active
     tenant.save(update_fields=["is_active"])
+    if not active:
+        tenant_id = tenant.id
+        transaction.on_commit(lambda: events.tenant_disabled(tenant_id))

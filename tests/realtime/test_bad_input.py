@@ -100,6 +100,34 @@ async def test_inactive_tenant_closes_4403(world, connect):
     await client.expect_closed(4403)
 
 
+async def test_revoking_a_key_closes_its_live_sockets_only(world, connect):
+    from chatsvc.tenants.services import rotate_key
+
+    newer = await async_db(rotate_key)(tenant=world.acme.tenant)
+    room = world.room.connection_id
+    old_socket = await connect(factories.token_for(world.acme, user_id="old"), room=room)
+    new_socket = await connect(factories.token_for(newer, user_id="new"), room=room)
+
+    await async_db(revoke_key)(key=world.acme.key)
+
+    await old_socket.expect_closed(4401)
+    await new_socket.send({"type": "ping"})
+    assert (await new_socket.expect("pong"))["type"] == "pong"
+
+
+async def test_deactivating_a_tenant_closes_its_sockets_4403_and_spares_others(world, connect):
+    acme_socket = await connect(factories.token_for(world.acme), room=world.room.connection_id)
+    other_socket = await connect(
+        factories.token_for(world.other), room=world.other_room.connection_id
+    )
+
+    await async_db(set_active)(tenant=world.acme.tenant, active=False)
+
+    await acme_socket.expect_closed(4403)
+    await other_socket.send({"type": "ping"})
+    assert (await other_socket.expect("pong"))["type"] == "pong"
+
+
 async def test_origin_outside_the_tenants_list_closes_4403(transactional_db, aws, connect):
     issued = await async_db(factories.tenant_with_key)("lms", origins=["https://lms.example.edu"])
     token = factories.token_for(issued)
