@@ -17,6 +17,9 @@ VAR_DIR = BASE_DIR / "var"
 
 INSECURE_SECRET_KEY = "insecure-local-development-key-never-use-in-production"  # noqa: S105
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_SECRET_KEY)
+# Old keys, comma-separated, while rotating SECRET_KEY: sessions and stored
+# signing secrets made with them stay readable.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
