@@ -37,6 +37,11 @@ class TokenIn(Schema):
     ttl_seconds: int = Field(3600, ge=60, le=86400)
 
 
+class HistoryQuery(Schema):
+    before: str | None = Field(None, pattern=r"^([0-7][0-9A-HJKMNP-TV-Z]{25})?$")  # "" = newest
+    limit: int = Field(50, ge=1, le=100)
+
+
 class TokenOut(Schema):
     token: str
     expires_at: datetime

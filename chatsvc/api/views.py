@@ -1,8 +1,7 @@
 """REST API v1 (thin views: services write, selectors read)."""
 
 from django.http import Http404
-from ninja import Field as NinjaField
-from ninja import NinjaAPI, Query, Schema, Status
+from ninja import NinjaAPI, Query, Status
 
 from chatsvc.api import errors
 from chatsvc.api.auth import TenantApiKey
@@ -10,6 +9,7 @@ from chatsvc.api.schemas import (
     ConnectionIn,
     ConnectionOut,
     ErrorOut,
+    HistoryQuery,
     MessagesOut,
     TokenIn,
     TokenOut,
@@ -19,7 +19,7 @@ from chatsvc.realtime import tokens
 from chatsvc.rooms import selectors as rooms
 from chatsvc.rooms import services as room_services
 from chatsvc.rooms.models import Room
-from chatsvc.tenants.selectors import signing_secret_for
+from chatsvc.tenants.selectors import current_signing_key
 
 api = NinjaAPI(
     title="chatsvc",
@@ -76,14 +76,9 @@ def close_connection(request, connection_id: str):
     return _connection(room_services.close_room(room=_room(request, connection_id)))
 
 
-class HistoryQuery(Schema):
-    before: str | None = NinjaField(None, pattern=r"^([0-7][0-9A-HJKMNP-TV-Z]{25})?$")
-    limit: int = NinjaField(50, ge=1, le=100)
-
-
 @api.get(
     "/connections/{connection_id}/messages",
-    response={200: MessagesOut, **ERRORS},
+    response={200: MessagesOut, 503: ErrorOut, **ERRORS},
     tags=["connections"],
 )
 def list_messages(request, connection_id: str, query: Query[HistoryQuery]):
@@ -94,7 +89,7 @@ def list_messages(request, connection_id: str, query: Query[HistoryQuery]):
     return {"messages": messages, "next": cursor}
 
 
-@api.post("/tokens", response={200: TokenOut, **ERRORS}, tags=["tokens"])
+@api.post("/tokens", response={200: TokenOut, 409: ErrorOut, **ERRORS}, tags=["tokens"])
 def mint_token(request, payload: TokenIn):
     tenant = request.auth
     wanted = [cid for cid in payload.connection_ids if cid != tokens.ALL_ROOMS]
@@ -115,10 +110,10 @@ def mint_token(request, payload: TokenIn):
                 for cid in unknown
             ],
         )
-    key = tenant.keys.filter(revoked_at=None).first()
-    secret = signing_secret_for(key=key) if key else None
-    if secret is None:
+    signing = current_signing_key(tenant=tenant)
+    if signing is None:
         raise errors.ApiError(409, "no_signing_key", "the tenant has no usable signing key")
+    key, secret = signing
     token, expires_at = tokens.mint(
         key=key,
         signing_secret=secret,

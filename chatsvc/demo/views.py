@@ -6,17 +6,17 @@ from django.shortcuts import render
 
 from chatsvc.demo.setup import ensure_demo
 from chatsvc.realtime import tokens
-from chatsvc.tenants.selectors import signing_secret_for
+from chatsvc.tenants.selectors import current_signing_key
 
 
 def demo(request):
     tenant, room, _ = ensure_demo()
-    key = tenant.keys.filter(revoked_at=None).first()
+    key, secret = current_signing_key(tenant=tenant)
     user_id = f"demo-{secrets.token_hex(4)}"
     name = request.GET.get("name", "")[:40] or user_id
     token, _ = tokens.mint(
         key=key,
-        signing_secret=signing_secret_for(key=key),
+        signing_secret=secret,
         user_id=user_id,
         name=name,
         connection_ids=[room.connection_id],

@@ -25,3 +25,10 @@ def tenant_for_api_key(*, api_key: str) -> Tenant | None:
 
 def signing_secret_for(*, key: TenantKey) -> str | None:
     return secrets.decrypt_secret(key.signing_secret_encrypted)
+
+
+def current_signing_key(*, tenant: Tenant) -> tuple[TenantKey, str] | None:
+    """The newest active key and its signing secret: what new tokens are signed with."""
+    key = tenant.keys.filter(revoked_at=None).order_by("-created_at").first()
+    secret = signing_secret_for(key=key) if key else None
+    return (key, secret) if secret else None

@@ -155,3 +155,10 @@ def test_openapi_document_describes_the_api(client):
     } <= set(spec["paths"])
     schemes = spec["components"]["securitySchemes"].values()
     assert [scheme["scheme"] for scheme in schemes] == ["bearer"]
+
+
+def test_tokens_need_a_decryptable_signing_key(api, settings):
+    settings.SECRET_KEY = "rotated-without-fallbacks-" + "x" * 40
+    response = api("post", "/tokens", {"user_id": "u", "connection_ids": ["*"]})
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_signing_key"
