@@ -1,4 +1,4 @@
-"""History reads for the REST API and the WebSocket `history` frame.
+"""History reads for the WebSocket `history` frame (off the event loop).
 
 Callers check the room belongs to the tenant before calling: DynamoDB is
 keyed by ConnectionId alone.
