@@ -87,3 +87,10 @@ def test_ulids_are_ordered_and_carry_their_time():
     assert all(is_ulid(i) for i in ids)
     assert abs(ulid_time_ms(ids[-1]) - ulid_time_ms(ids[0])) < 5000
     assert not is_ulid("I" * 26) and not is_ulid("8" + "0" * 25)
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits non-zero if not
