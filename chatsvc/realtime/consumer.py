@@ -185,10 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_send(self, frame: ClientFrame) -> None:
         self._require_joined(frame.connection_id, ref=frame.client_id)
-        # Acks wait for SQS; keep reading frames meanwhile.
-        task = asyncio.ensure_future(self._post(frame))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        self._in_background(self._post(frame))  # acks wait for SQS; keep reading frames
 
     async def on_typing(self, frame: ClientFrame) -> None:
         connection_id = frame.connection_id
@@ -310,6 +307,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=code)
 
     def _close_soon(self, code: int) -> None:
-        task = asyncio.ensure_future(self._close(code))
+        self._in_background(self._close(code))
+
+    def _in_background(self, coroutine) -> None:
+        """Run `coroutine` as a task that shutdown can wait for (self.pending)."""
+        task = asyncio.ensure_future(coroutine)
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)

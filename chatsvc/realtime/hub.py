@@ -9,10 +9,11 @@ pattern are gone, and an idle socket holds no channel-layer state at all.
 
 import asyncio
 import logging
-import weakref
 from collections import defaultdict
 
 from channels.layers import get_channel_layer
+
+from chatsvc.core.per_loop import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,9 @@ class RoomHub:
                 await member.on_key_revoked(event["key_id"])
 
 
-_hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_hubs = PerLoop(lambda: RoomHub(get_channel_layer()))
 
 
 def hub() -> RoomHub:
-    """This event loop's hub (a server has one loop; tests have many)."""
-    loop = asyncio.get_running_loop()
-    current = _hubs.get(loop)
-    if current is None:
-        current = _hubs[loop] = RoomHub(get_channel_layer())
-    return current
+    """This event loop's hub."""
+    return _hubs.get()

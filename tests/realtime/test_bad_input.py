@@ -13,6 +13,10 @@ from tests.realtime.conftest import async_db, queued_bodies
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+async def set_limits(tenant, **limits):
+    await async_db(type(tenant).objects.filter(pk=tenant.pk).update)(**limits)
+
+
 def send_frame(room, client_id="c1", body="hi"):
     return {"type": "send", "connection_id": room, "client_id": client_id, "body": body}
 
@@ -223,9 +227,7 @@ async def test_binary_frames_are_rejected(world, connect):
 
 
 async def test_frame_above_the_tenant_limit_closes_1009(world, connect):
-    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
-        max_frame_bytes=1024
-    )
+    await set_limits(world.acme.tenant, max_frame_bytes=1024)
     client = await connect(factories.token_for(world.acme), room=world.room.connection_id)
     await client.send(send_frame(world.room.connection_id, body="x" * 2000))
     await client.expect_closed(1009)
@@ -242,9 +244,7 @@ async def test_frame_above_the_global_limit_closes_1009_before_auth(world, conne
 
 
 async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connect):
-    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
-        messages_per_second=1
-    )
+    await set_limits(world.acme.tenant, messages_per_second=1)
     room = world.room.connection_id
     flooder = await connect(factories.token_for(world.acme, user_id="f"), room=room)
     calm = await connect(factories.token_for(world.acme, user_id="c"), room=room)
@@ -263,9 +263,7 @@ async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connec
 
 
 async def test_a_rate_limited_send_names_its_client_id(world, connect):
-    await async_db(world.acme.tenant.__class__.objects.filter(pk=world.acme.tenant.pk).update)(
-        messages_per_second=1
-    )
+    await set_limits(world.acme.tenant, messages_per_second=1)
     room = world.room.connection_id
     client = await connect(factories.token_for(world.acme), room=room)
     for n in range(6):

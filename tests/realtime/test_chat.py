@@ -3,6 +3,7 @@
 import pytest
 
 from chatsvc.core.ulid import is_ulid
+from chatsvc.rooms.services import close_room
 from tests import factories
 from tests.realtime.conftest import async_db, queued_bodies
 
@@ -141,10 +142,8 @@ async def test_ping_pong(world, connect):
     assert (await ada.recv())["type"] == "pong"
 
 
-async def test_closing_a_room_tells_its_members(world, connect, client):
+async def test_closing_a_room_tells_its_members(world, connect):
     ada = await connect(factories.token_for(world.acme), room=world.room.connection_id)
-    from chatsvc.rooms.services import close_room
-
     await async_db(close_room)(room=world.room)
     left = await ada.expect("left")
     assert left == {"type": "left", "connection_id": world.room.connection_id, "reason": "closed"}
