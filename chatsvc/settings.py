@@ -94,6 +94,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The reference client (chatsvc/static/chatsvc/chatsvc.js) is served by the service.
+STATICFILES_DIRS = [BASE_DIR / "chatsvc" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -140,7 +142,20 @@ CHAT_MAX_BODY_CHARS = env_int("CHAT_MAX_BODY_CHARS", 4000)
 CHAT_AUTH_TIMEOUT_SECONDS = env_int("CHAT_AUTH_TIMEOUT_SECONDS", 10)
 CHAT_MAX_ROOMS_PER_SOCKET = env_int("CHAT_MAX_ROOMS_PER_SOCKET", 50)
 CHAT_SQS_MAX_ATTEMPTS = env_int("CHAT_SQS_MAX_ATTEMPTS", 5)
+# A send not accepted by SQS within this many seconds gets `not_stored`; past
+# CHAT_SEND_BACKLOG messages waiting for SQS, new sends get `overloaded` at once.
+CHAT_SEND_DEADLINE_SECONDS = env_int("CHAT_SEND_DEADLINE_SECONDS", 10)
+CHAT_SEND_BACKLOG = env_int("CHAT_SEND_BACKLOG", 5000)
 CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
+# The replay window of each room (resume after reconnect, gap repair, history
+# not yet in DynamoDB): at least the last N messages or the last S seconds,
+# whichever is more, never more than the maximum.
+CHAT_REPLAY_MESSAGES = env_int("CHAT_REPLAY_MESSAGES", 1000)
+CHAT_REPLAY_SECONDS = env_int("CHAT_REPLAY_SECONDS", 600)
+CHAT_REPLAY_MAX_MESSAGES = env_int("CHAT_REPLAY_MAX_MESSAGES", 10000)
+# SIGTERM: sockets are closed with 1012 at random moments over this window, so
+# clients do not all reconnect in the same second (docs/deployment.md).
+CHAT_DRAIN_SECONDS = env_int("CHAT_DRAIN_SECONDS", 10)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)

@@ -6,6 +6,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.http import Http404
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from chatsvc.streams import StreamUnavailable
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: list | None = None):
@@ -51,8 +53,9 @@ def install(api) -> None:
 
     @api.exception_handler(BotoCoreError)
     @api.exception_handler(ClientError)
+    @api.exception_handler(StreamUnavailable)
     def aws_unavailable(request, exc):
-        logger.warning("AWS call failed in the API", extra={"error": str(exc)})
+        logger.warning("a backing service failed in the API", extra={"error": str(exc)})
         return respond(request, 503, "unavailable", "a backing service is unavailable; retry")
 
     @api.exception_handler(HttpError)

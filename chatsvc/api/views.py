@@ -14,7 +14,7 @@ from chatsvc.api.schemas import (
     TokenIn,
     TokenOut,
 )
-from chatsvc.messaging.dynamo import fetch_history
+from chatsvc.messaging.history import read_history_blocking
 from chatsvc.realtime import tokens
 from chatsvc.rooms import selectors as rooms
 from chatsvc.rooms import services as room_services
@@ -83,7 +83,7 @@ def close_connection(request, connection_id: str):
 )
 def list_messages(request, connection_id: str, query: Query[HistoryQuery]):
     room = _room(request, connection_id)  # tenant check before DynamoDB is touched
-    messages, cursor = fetch_history(
+    messages, cursor = read_history_blocking(
         connection_id=room.connection_id, before=query.before or None, limit=query.limit
     )
     return {"messages": messages, "next": cursor}

@@ -16,20 +16,33 @@ CLIENT_CONFIG = Config(
 )
 
 
+# The web tier's SendMessageBatch: a hung call must give up well within a
+# sender's deadline (CHAT_SEND_DEADLINE_SECONDS), so it frees its slot.
+SEND_CONFIG = CLIENT_CONFIG.merge(
+    Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=4)
+)
+CONFIGS = {"default": CLIENT_CONFIG, "send": SEND_CONFIG}
+
+
 @cache
-def _client(service: str, region: str, endpoint: str | None):
+def _client(service: str, region: str, endpoint: str | None, config: str):
     return boto3.session.Session().client(
-        service, region_name=region, endpoint_url=endpoint, config=CLIENT_CONFIG
+        service, region_name=region, endpoint_url=endpoint, config=CONFIGS[config]
     )
 
 
-def client(service: str):
+def client(service: str, config: str = "default"):
     """A cached, thread-safe boto3 client for `service` per region and endpoint."""
-    return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL)
+    return _client(service, settings.AWS_REGION, settings.AWS_ENDPOINT_URL, config)
 
 
 def sqs():
     return client("sqs")
+
+
+def sqs_sender():
+    """SQS for the web tier's producer: short timeouts."""
+    return client("sqs", "send")
 
 
 def dynamodb():

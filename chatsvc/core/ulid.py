@@ -54,3 +54,22 @@ def ulid_time_ms(value: str) -> int:
     for char in value:
         number = (number << 5) | ALPHABET.index(char)
     return number >> _RANDOM_BITS
+
+
+def following(last: str, candidate: str) -> str:
+    """`candidate` if it sorts after `last`, else the smallest ULID that does.
+
+    Keeps a room's ids in the order its messages were sequenced when two
+    processes assigned them in the other order (the Redis stream does the same
+    in Lua: chatsvc/streams/scripts/append.lua).
+    """
+    if candidate > last:
+        return candidate
+    chars = list(last)
+    for i in range(len(chars) - 1, -1, -1):
+        position = ALPHABET.index(chars[i])
+        if position < len(ALPHABET) - 1:
+            chars[i] = ALPHABET[position + 1]
+            break
+        chars[i] = "0"
+    return "".join(chars)

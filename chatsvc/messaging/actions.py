@@ -1,30 +1,44 @@
 """Posting a chat message: the one place that creates messages.
 
-The message gets its id here, is fanned out to the room at once, and is
-queued to SQS; the caller acks only after SQS accepted it. A resend with the
-same client_id maps to the first message: it is re-queued (idempotent
-downstream) if it was never acked, and only re-acked if it was.
+A message gets its id, its room `seq`, its place in the room's replay log
+and its live fan-out in one atomic step (the room stream), then it is queued
+to SQS; the caller acks only after SQS accepted it. The stream remembers
+each sender's client_id, so a resend maps to the first message: it was
+shown already (the stream never publishes without logging, nor the reverse)
+and is re-queued if it was never acked (idempotent downstream), or only
+re-acked if it was.
 """
 
+import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chatsvc.core.ulid import new_ulid
 from chatsvc.messaging import runtime
-from chatsvc.messaging.queue_message import QueueMessage, utc_timestamp
-from chatsvc.realtime import events
+from chatsvc.messaging.producer import QueueBusy
+from chatsvc.messaging.queue_message import QueueMessage, parse_timestamp, utc_timestamp
 from chatsvc.realtime.tokens import ChatUser
+from chatsvc.streams import StreamUnavailable, sent_key
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Posted:
     id: str
+    seq: int
     ts: str
 
 
-def new_message(*, user: ChatUser, connection_id: str, body: str) -> QueueMessage:
-    now = datetime.now(UTC)
+def _expires_at(user: ChatUser, ts: str) -> int | None:
+    """The tenant's retention, counted from the message's own time (the same on every resend)."""
     retention = user.tenant.retention_days
+    return int(parse_timestamp(ts).timestamp()) + retention * 86400 if retention else None
+
+
+def new_message(*, user: ChatUser, connection_id: str, body: str) -> QueueMessage:
+    ts = utc_timestamp(datetime.now(UTC))
     return QueueMessage(
         id=new_ulid(),
         tenant_id=user.tenant.id,
@@ -32,24 +46,57 @@ def new_message(*, user: ChatUser, connection_id: str, body: str) -> QueueMessag
         sender_id=user.id,
         sender_name=user.name,
         body=body,
-        ts=utc_timestamp(now),
-        expires_at=int(now.timestamp()) + retention * 86400 if retention else None,
+        ts=ts,
+        expires_at=_expires_at(user, ts),
+    )
+
+
+def _sequenced(user: ChatUser, frame: str) -> QueueMessage:
+    """The queue message of a frame the stream wrote (with its final id and seq)."""
+    data = json.loads(frame)
+    return QueueMessage(
+        id=data["id"],
+        seq=data["seq"],
+        tenant_id=user.tenant.id,
+        connection_id=data["connection_id"],
+        sender_id=data["sender"]["id"],
+        sender_name=data["sender"]["name"],
+        body=data["body"],
+        ts=data["ts"],
+        expires_at=_expires_at(user, data["ts"]),
     )
 
 
 async def post_message(*, user: ChatUser, connection_id: str, client_id: str, body: str) -> Posted:
-    """Broadcast and enqueue; raises EnqueueFailed when SQS does not accept it."""
-    dedup = runtime.dedup_store()
-    key = f"{user.tenant.id}:{connection_id}:{user.id}:{client_id}"
-    message = new_message(user=user, connection_id=connection_id, body=body)
-    record = {"message": message.to_json(), "acked": False}
-    first = await dedup.claim(key, record)
-    if first is None:
-        await events.broadcast(connection_id, {"type": "message", **message.as_message()})
-    else:
-        record, message = first, QueueMessage.from_json(first["message"])
-        if first["acked"]:
-            return Posted(message.id, message.ts)
-    await runtime.producer().send(record["message"])
-    await dedup.mark_acked(key, record)
-    return Posted(message.id, message.ts)
+    """Sequence, fan out and enqueue one message.
+
+    Raises QueueBusy (refused before anything happened), StreamUnavailable
+    (Redis unreachable; nothing happened) or EnqueueFailed (shown, not yet
+    stored: resend the same client_id).
+    """
+    producer = runtime.producer()
+    if producer.busy:
+        raise QueueBusy("too many messages are waiting for SQS")
+    stream = runtime.room_stream()
+    key = sent_key(
+        tenant_id=user.tenant.id,
+        connection_id=connection_id,
+        sender_id=user.id,
+        client_id=client_id,
+    )
+    draft = new_message(user=user, connection_id=connection_id, body=body)
+    head, tail = draft.frame_template()
+    appended = await stream.append(
+        connection_id=connection_id, sent_key=key, message_id=draft.id, head=head, tail=tail
+    )
+    message = _sequenced(user, appended.frame)
+    posted = Posted(message.id, message.seq, message.ts)
+    if appended.acked:
+        return posted
+    await producer.send(message.to_json())
+    try:
+        await stream.mark_acked(connection_id=connection_id, sent_key=key)
+    except StreamUnavailable:
+        # SQS has it: the ack stands. A resend would only queue it again.
+        logger.warning("could not record an ack", extra={"message_id": message.id})
+    return posted

@@ -74,18 +74,22 @@ def to_item(message: QueueMessage, *, stored_at: datetime | None = None) -> dict
     }
     if message.expires_at is not None:
         item["expires_at"] = {"N": str(message.expires_at)}
+    if message.seq is not None:
+        item["seq"] = {"N": str(message.seq)}
     return item
 
 
 def item_to_message(item: dict) -> dict:
     """A stored item shaped like the WebSocket `message` frame (without `type`)."""
-    return {
-        "connection_id": item["connection_id"]["S"],
-        "id": item["message_id"]["S"],
-        "sender": {"id": item["sender_id"]["S"], "name": item["sender_name"]["S"]},
-        "body": item["body"]["S"],
-        "ts": item["ts"]["S"],
-    }
+    message = {"connection_id": item["connection_id"]["S"], "id": item["message_id"]["S"]}
+    if "seq" in item:  # items stored before rooms had sequences have none
+        message["seq"] = int(item["seq"]["N"])
+    message.update(
+        sender={"id": item["sender_id"]["S"], "name": item["sender_name"]["S"]},
+        body=item["body"]["S"],
+        ts=item["ts"]["S"],
+    )
+    return message
 
 
 @dataclass

@@ -7,6 +7,11 @@ maximum). Light load pays no added latency, heavy load fills batches. Calls
 run on worker threads (boto3 is synchronous). Failed entries are retried with
 exponential backoff and jitter; `send()` returns only once SQS accepted the
 message, or raises EnqueueFailed.
+
+The producer is bounded: a send that SQS has not accepted within its
+deadline fails (the sender may resend; a late success is harmless, since
+the worker's writes are idempotent), and past `max_backlog` unresolved
+messages new sends are refused at once with QueueBusy instead of piling up.
 """
 
 import asyncio
@@ -22,7 +27,11 @@ SQS_BATCH_MAX = 10
 
 
 class EnqueueFailed(Exception):
-    pass
+    """SQS did not accept the message (after retries, or within the deadline)."""
+
+
+class QueueBusy(EnqueueFailed):
+    """Refused at once: too many messages are already waiting for SQS."""
 
 
 @dataclass
@@ -42,28 +51,56 @@ class SqsProducer:
         max_attempts: int = 5,
         max_in_flight: int = 4,
         base_backoff: float = 0.05,
+        deadline_seconds: float = 10.0,
+        max_backlog: int = 5000,
     ):
         self.client = client
         self.queue_url = queue_url
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
+        self.deadline_seconds = deadline_seconds
+        self.max_backlog = max_backlog
+        self.unresolved = 0  # sends waiting for SQS's answer
         self._pending: list[_Pending] = []
         self._calls = 0  # batches sent or about to be (not those backing off)
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(max_in_flight)
 
+    @property
+    def busy(self) -> bool:
+        return self.unresolved >= self.max_backlog
+
     async def send(self, body: str) -> None:
+        if self.busy:
+            raise QueueBusy(f"{self.unresolved} messages are waiting for SQS")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(body, future))
+        pending = _Pending(body, future)
+        self._pending.append(pending)
+        self.unresolved += 1
         if self._calls == 0 or len(self._pending) >= SQS_BATCH_MAX:
             self._flush()
-        await future
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                await future
+        except TimeoutError:
+            if pending in self._pending:  # never sent: drop it, nothing else holds it
+                self._pending.remove(pending)
+            raise EnqueueFailed(f"not accepted within {self.deadline_seconds:g}s") from None
+        finally:
+            self.unresolved -= 1
 
-    async def close(self) -> None:
-        """Send what is pending and wait for every batch in flight."""
-        while self._pending or self._in_flight:
-            self._flush()
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Send what is pending and wait for every batch in flight (at most `grace_seconds`)."""
+        try:
+            async with asyncio.timeout(grace_seconds):
+                while self._pending or self._in_flight:
+                    self._flush()
+                    await asyncio.gather(*self._in_flight, return_exceptions=True)
+        except TimeoutError:
+            logger.error(
+                "sqs producer closed with messages unsent",
+                extra={"pending": len(self._pending), "in_flight": len(self._in_flight)},
+            )
 
     def _flush(self) -> None:
         while self._pending:

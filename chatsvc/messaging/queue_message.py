@@ -1,9 +1,12 @@
 """The queue message: what the web tier puts on SQS and the worker persists.
 
-Contract (docs/architecture.md): {v: 1, id, tenant_id, connection_id,
-sender_id, sender_name, body, ts}. `id` is the message ULID, `ts` an ISO-8601
-UTC timestamp with milliseconds. Optional `expires_at` (epoch seconds) carries
-the tenant's retention so the worker needs no database lookup.
+Contract (docs/architecture.md): {v: 1, id, seq, tenant_id, connection_id,
+sender_id, sender_name, body, ts}. `id` is the message ULID, `seq` its place
+in the room (absent in messages written before rooms had sequences), `ts` an
+ISO-8601 UTC timestamp with milliseconds. Optional `expires_at` (epoch
+seconds) carries the tenant's retention so the worker needs no database
+lookup. Readers ignore fields they do not know, so the next release may add
+some without a new version.
 """
 
 import json
@@ -17,6 +20,14 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     """The `ts` format: ISO 8601 UTC with milliseconds and a Z."""
     moment = moment or datetime.now(UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class InvalidQueueMessage(ValueError):
@@ -33,22 +44,35 @@ class QueueMessage:
     body: str
     ts: str
     expires_at: int | None = None
+    seq: int | None = None
 
     def as_message(self) -> dict:
         """The message as clients see it (the `message` frame without its type)."""
-        return {
-            "connection_id": self.connection_id,
-            "id": self.id,
-            "sender": {"id": self.sender_id, "name": self.sender_name},
-            "body": self.body,
-            "ts": self.ts,
-        }
+        message = {"connection_id": self.connection_id, "id": self.id}
+        if self.seq is not None:
+            message["seq"] = self.seq
+        message.update(
+            sender={"id": self.sender_id, "name": self.sender_name}, body=self.body, ts=self.ts
+        )
+        return message
+
+    def frame_template(self) -> tuple[str, str]:
+        """The `message` frame's JSON around its `"id":…,"seq":…` members.
+
+        The room stream assigns seq (and may move the id past the room's last)
+        while it appends, so it writes those two members in between.
+        """
+        head = '{"type":"message","connection_id":' + _json(self.connection_id) + ","
+        sender = {"id": self.sender_id, "name": self.sender_name}
+        tail = f',"sender":{_json(sender)},"body":{_json(self.body)},"ts":{_json(self.ts)}}}'
+        return head, tail
 
     def to_json(self) -> str:
         data = {"v": VERSION, **asdict(self)}
-        if self.expires_at is None:
-            del data["expires_at"]
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        for optional in ("expires_at", "seq"):
+            if data[optional] is None:
+                del data[optional]
+        return _json(data)
 
     @classmethod
     def from_json(cls, raw: str) -> "QueueMessage":
@@ -62,7 +86,12 @@ class QueueMessage:
         missing = [name for name in fields if not isinstance(data.get(name), str)]
         if missing:
             raise InvalidQueueMessage(f"missing or non-string fields: {', '.join(missing)}")
-        expires_at = data.get("expires_at")
-        if expires_at is not None and not isinstance(expires_at, int):
-            raise InvalidQueueMessage("expires_at must be an integer")
-        return cls(**{name: data[name] for name in fields}, expires_at=expires_at)
+        for optional in ("expires_at", "seq"):
+            value = data.get(optional)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidQueueMessage(f"{optional} must be an integer")
+        return cls(
+            **{name: data[name] for name in fields},
+            expires_at=data.get("expires_at"),
+            seq=data.get("seq"),
+        )

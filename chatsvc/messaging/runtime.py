@@ -1,30 +1,40 @@
-"""This event loop's SQS producer and de-duplication store."""
+"""This event loop's SQS producer and room stream."""
 
 from django.conf import settings
 
 from chatsvc.aws import clients
 from chatsvc.core.per_loop import PerLoop
-from chatsvc.messaging.dedup import MemoryDedupStore, RedisDedupStore
 from chatsvc.messaging.producer import SqsProducer
+from chatsvc.streams import Window, memory_stream, redis_stream
 
 
 def _new_producer() -> SqsProducer:
     return SqsProducer(
-        client=clients.sqs(),
+        client=clients.sqs_sender(),
         queue_url=settings.CHAT_QUEUE_URL,
         max_attempts=settings.CHAT_SQS_MAX_ATTEMPTS,
+        deadline_seconds=settings.CHAT_SEND_DEADLINE_SECONDS,
+        max_backlog=settings.CHAT_SEND_BACKLOG,
     )
 
 
-def _new_dedup_store():
-    ttl = settings.CHAT_DEDUP_TTL_SECONDS
+def replay_window() -> Window:
+    return Window(
+        keep_messages=settings.CHAT_REPLAY_MESSAGES,
+        keep_seconds=settings.CHAT_REPLAY_SECONDS,
+        max_messages=max(settings.CHAT_REPLAY_MAX_MESSAGES, settings.CHAT_REPLAY_MESSAGES),
+        sent_ttl_seconds=settings.CHAT_DEDUP_TTL_SECONDS,
+    )
+
+
+def _new_room_stream():
     if settings.REDIS_URL:
-        return RedisDedupStore(url=settings.REDIS_URL, ttl_seconds=ttl)
-    return MemoryDedupStore(ttl_seconds=ttl)
+        return redis_stream.RedisRoomStream(url=settings.REDIS_URL, window=replay_window())
+    return memory_stream.MemoryRoomStream(window=replay_window())
 
 
 _producers = PerLoop(_new_producer)
-_dedup_stores = PerLoop(_new_dedup_store)
+_room_streams = PerLoop(_new_room_stream)
 
 
 def producer() -> SqsProducer:
@@ -32,13 +42,21 @@ def producer() -> SqsProducer:
     return _producers.get(stale=lambda p: p.queue_url != settings.CHAT_QUEUE_URL)
 
 
-def dedup_store():
-    return _dedup_stores.get()
+def room_stream():
+    return _room_streams.get()
 
 
-async def shutdown() -> None:
+def init_room(connection_id: str) -> None:
+    """Start a new room's stream at seq 0 (synchronous: room creation)."""
+    if settings.REDIS_URL:
+        redis_stream.init_room_blocking(settings.REDIS_URL, connection_id)
+    else:
+        memory_stream.init_room(connection_id)
+
+
+async def shutdown(*, grace_seconds: float | None = None) -> None:
     """Flush pending queue batches of this loop (graceful shutdown)."""
     if (current := _producers.pop()) is not None:
-        await current.close()
-    if (store := _dedup_stores.pop()) is not None:
-        await store.close()
+        await current.close(grace_seconds)
+    if (stream := _room_streams.pop()) is not None:
+        await stream.close()

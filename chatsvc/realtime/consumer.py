@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 import weakref
@@ -11,15 +12,18 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
-from chatsvc.messaging.producer import EnqueueFailed
+from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
 from chatsvc.realtime import events, tokens
 from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
 from chatsvc.rooms.selectors import room_of_tenant
+from chatsvc.streams import StreamUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ CLOSE_FLOOD = 4429
 FLOOD_STRIKES = 20
 FLOOD_WINDOW_SECONDS = 10
 TYPING_INTERVAL_SECONDS = 2
+# A backend outage (Redis) costs the frame, with a code the client can retry on.
+OUTAGES = (StreamUnavailable, RedisConnectionError, RedisTimeoutError, ConnectionError)
 
 
 @database_sync_to_async
@@ -45,11 +51,20 @@ def _joinable_room(user: tokens.ChatUser, connection_id: str):
 _live: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
 
 
-async def close_all_sockets(code: int = CLOSE_RESTART) -> None:
-    """Graceful shutdown: close every socket of this process, then let sends finish."""
+async def close_all_sockets(code: int = CLOSE_RESTART, *, spread_seconds: float = 0) -> None:
+    """Graceful shutdown: close every socket of this process, then let sends finish.
+
+    Each socket closes at a random moment within `spread_seconds`, so its
+    clients reconnect elsewhere spread out, not all in the same second; until
+    then it keeps chatting.
+    """
     consumers = list(_live)
-    for consumer in consumers:
+
+    async def close_later(consumer):
+        await asyncio.sleep(random.uniform(0, spread_seconds))  # noqa: S311
         await consumer._close(code)
+
+    await asyncio.gather(*(close_later(consumer) for consumer in consumers))
     pending = [task for consumer in consumers for task in consumer.pending]
     await asyncio.gather(*pending, return_exceptions=True)
 
@@ -116,6 +131,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error(error)
             if self.user is None:  # the first frame must be a valid auth
                 await self._close(tokens.CLOSE_BAD_TOKEN)
+        except OUTAGES as exc:
+            logger.warning("frame failed: a backend is unavailable", extra={"error": str(exc)})
+            ref = reference_of(text_data)
+            await self._error(FrameError("unavailable", "temporarily unavailable; retry", ref))
         except Exception:
             # A bug or an outage must cost this frame, not the socket.
             logger.exception("frame handling failed")
@@ -160,8 +179,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_join(self, frame: ClientFrame) -> None:
         connection_id = frame.connection_id
-        if connection_id in self.rooms:
-            await self._send({"type": "joined", "connection_id": connection_id})
+        if connection_id in self.rooms:  # live already: nothing to replay
+            feed = hub().feeds[connection_id]
+            joined = {"connection_id": connection_id, "seq": feed.seq, "epoch": feed.epoch}
+            await self._send({"type": "joined", **joined})
             return
         if len(self.rooms) >= settings.CHAT_MAX_ROOMS_PER_SOCKET:
             raise FrameError("too_many_rooms", "leave a room before joining another", connection_id)
@@ -174,9 +195,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError("not_found", "no such room", connection_id)
         if not room.is_open:
             raise FrameError("room_closed", "the room is closed", connection_id)
-        await hub().join(events.room_group(connection_id), self)
         self.rooms.add(connection_id)
-        await self._send({"type": "joined", "connection_id": connection_id})
+        try:
+            await hub().join(events.room_group(connection_id), self)
+            await hub().join_room(
+                self, connection_id, since=frame.data.get("since"), epoch=frame.data.get("epoch")
+            )
+        except BaseException:
+            await self._leave_room(connection_id, notify_self=False, announce=False)
+            raise
         await self._presence(connection_id, "joined")
 
     async def on_leave(self, frame: ClientFrame) -> None:
@@ -205,7 +232,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 before=frame.data.get("before"),
                 limit=frame.data.get("limit", 50),
             )
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, StreamUnavailable) as exc:
             logger.warning("history unavailable", extra={"error": str(exc)})
             raise FrameError(
                 "history_unavailable",
@@ -229,9 +256,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_room_closed(self, connection_id: str) -> None:
         if connection_id in self.rooms:
-            self.rooms.discard(connection_id)
-            await hub().leave(events.room_group(connection_id), self)
+            await self._leave_room(connection_id, notify_self=False, announce=False)
             await self._send({"type": "left", "connection_id": connection_id, "reason": "closed"})
+
+    async def on_resync(self, connection_id: str) -> None:
+        """The server could not repair the room's stream: the client rejoins with `since`."""
+        if connection_id in self.rooms:
+            await self._leave_room(connection_id, notify_self=False, announce=False)
+            await self._send({"type": "left", "connection_id": connection_id, "reason": "resync"})
 
     async def on_tenant_disabled(self) -> None:
         await self._close(tokens.CLOSE_FORBIDDEN)
@@ -250,25 +282,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=frame.client_id,
                 body=frame.body,
             )
+        except QueueBusy:
+            error = FrameError("overloaded", "the server is busy; resend later", frame.client_id)
         except EnqueueFailed:
-            await self._error(
-                FrameError("not_stored", "message not accepted; resend it", frame.client_id)
-            )
-            return
+            error = FrameError("not_stored", "not stored yet; resend it", frame.client_id)
+        except OUTAGES as exc:
+            logger.warning("posting a message failed: Redis unavailable", extra={"error": str(exc)})
+            error = FrameError("unavailable", "temporarily unavailable; resend", frame.client_id)
         except Exception:
             logger.exception("posting a message failed")
-            await self._error(FrameError("internal", "message not accepted", frame.client_id))
+            error = FrameError("internal", "message not accepted", frame.client_id)
+        else:
+            ack = {
+                "client_id": frame.client_id,
+                "id": posted.id,
+                "seq": posted.seq,
+                "ts": posted.ts,
+            }
+            await self._send({"type": "ack", **ack})
             return
-        await self._send(
-            {"type": "ack", "client_id": frame.client_id, "id": posted.id, "ts": posted.ts}
-        )
+        await self._error(error)
 
-    async def _leave_room(self, connection_id: str, *, notify_self: bool) -> None:
+    async def _leave_room(
+        self, connection_id: str, *, notify_self: bool, announce: bool = True
+    ) -> None:
         self.rooms.discard(connection_id)
+        await hub().leave_room(self, connection_id)
         await hub().leave(events.room_group(connection_id), self)
         if notify_self:
             await self._send({"type": "left", "connection_id": connection_id})
-        await self._presence(connection_id, "left")
+        if announce:
+            await self._presence(connection_id, "left")
 
     async def _presence(self, connection_id: str, event: str) -> None:
         frame = {

@@ -1,10 +1,12 @@
-"""RoomHub: the sockets of one process, by group, fed by one channel-layer channel.
+"""RoomHub: the sockets of one process, by room and by tenant.
 
-Each process subscribes once per group (a room, or a tenant's sockets) it has
-members in, not once per socket; it receives every event once and hands it to
-its local members directly: a room message costs one socket write per member.
-The per-socket queue, task wake-up, decode and dispatch of the textbook
-pattern are gone, and an idle socket holds no channel-layer state at all.
+Two inputs feed it. Room messages come from the room stream
+(chatsvc.streams): one subscription per room per process, whatever its
+number of local members, delivered by a RoomFeed in seq order with gaps
+repaired. Everything else (typing, presence, a room closed, a tenant
+disabled, a key revoked) comes from one channel-layer channel, at most once.
+Either way an event is received once per process and its pre-encoded frame
+written to each local member: a room message costs one socket write per member.
 """
 
 import asyncio
@@ -14,17 +16,67 @@ from collections import defaultdict
 from channels.layers import get_channel_layer
 
 from chatsvc.core.per_loop import PerLoop
+from chatsvc.messaging import runtime
+from chatsvc.realtime.feed import RoomFeed
+from chatsvc.streams import StreamUnavailable
 
 logger = logging.getLogger(__name__)
 
+SYNC_TIMEOUT_SECONDS = 5  # a join waits this long for a new room's subscription
+
 
 class RoomHub:
-    def __init__(self, layer):
+    def __init__(self, layer, stream):
         self.layer = layer
+        self.stream = stream
+        stream.listen(self)
+        self.feeds: dict[str, RoomFeed] = {}
         self.members: dict[str, set] = defaultdict(set)
         self.channel: str | None = None
         self.reader: asyncio.Task | None = None
         self._setup = asyncio.Lock()
+
+    # --- room streams ----------------------------------------------------------------
+
+    async def join_room(self, member, connection_id: str, *, since=None, epoch=None) -> dict:
+        """Make `member` live in the room after replaying what it missed; returns `joined`.
+
+        Raises StreamUnavailable when the room's stream cannot be reached.
+        """
+        feed = self.feeds.get(connection_id)
+        if feed is None:
+            feed = self.feeds[connection_id] = RoomFeed(self.stream, connection_id)
+            await self.stream.subscribe(connection_id)
+        feed.joining += 1
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT_SECONDS):
+                await feed.synced.wait()
+            return await feed.add(member, since=since, epoch=epoch)
+        except TimeoutError:
+            raise StreamUnavailable("the room's stream did not answer in time") from None
+        finally:
+            feed.joining -= 1
+            await self._close_if_idle(feed)
+
+    async def leave_room(self, member, connection_id: str) -> None:
+        if (feed := self.feeds.get(connection_id)) is not None:
+            feed.remove(member)
+            await self._close_if_idle(feed)
+
+    async def _close_if_idle(self, feed: RoomFeed) -> None:
+        if feed.idle and self.feeds.get(feed.connection_id) is feed:
+            del self.feeds[feed.connection_id]
+            await self.stream.unsubscribe(feed.connection_id)
+
+    async def on_frame(self, connection_id: str, seq: int, frame: str) -> None:
+        if (feed := self.feeds.get(connection_id)) is not None:
+            await feed.offer(seq, frame)
+
+    def on_subscribed(self, connection_id: str) -> None:
+        if (feed := self.feeds.get(connection_id)) is not None:
+            feed.sync_soon()
+
+    # --- channel-layer groups ----------------------------------------------------------
 
     async def join(self, group: str, member) -> None:
         await self._ensure_channel()
@@ -75,7 +127,7 @@ class RoomHub:
                 await member.on_key_revoked(event["key_id"])
 
 
-_hubs = PerLoop(lambda: RoomHub(get_channel_layer()))
+_hubs = PerLoop(lambda: RoomHub(get_channel_layer(), runtime.room_stream()))
 
 
 def hub() -> RoomHub:

@@ -11,11 +11,12 @@ from chatsvc.core.ulid import is_ulid
 
 MAX_CLIENT_ID = 64
 MAX_HISTORY_LIMIT = 100
+MAX_EPOCH = 64
 
 # type -> {field: (python type, required)}
 FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
     "auth": {"token": (str, True)},
-    "join": {"connection_id": (str, True)},
+    "join": {"connection_id": (str, True), "since": (int, False), "epoch": (str, False)},
     "leave": {"connection_id": (str, True)},
     "send": {"connection_id": (str, True), "client_id": (str, True), "body": (str, True)},
     "typing": {"connection_id": (str, True)},
@@ -105,6 +106,11 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
             raise FrameError("bad_frame", "body must not be empty", ref)
         if len(body) > max_body_chars:
             raise FrameError("body_too_long", f"body exceeds {max_body_chars} characters", ref)
+    if kind == "join":
+        if values.get("since", 0) < 0:
+            raise FrameError("bad_frame", "since must be a seq (0 or more)", ref)
+        if len(values.get("epoch", "")) > MAX_EPOCH:
+            raise FrameError("bad_frame", f"epoch must be at most {MAX_EPOCH} characters", ref)
     if kind == "history":
         limit = values.get("limit", 50)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:

@@ -1,15 +1,27 @@
 """Writes on rooms. Closing a room tells its live members at once."""
 
+import logging
+
 from django.db import transaction
 from django.utils import timezone
 
+from chatsvc.messaging import runtime
 from chatsvc.realtime import events
 from chatsvc.rooms.models import Room
+from chatsvc.streams import StreamUnavailable
 from chatsvc.tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 
 def open_room(*, tenant: Tenant, title: str = "", metadata: dict | None = None) -> Room:
-    return Room.objects.create(tenant=tenant, title=title, metadata=metadata or {})
+    room = Room.objects.create(tenant=tenant, title=title, metadata=metadata or {})
+    try:
+        runtime.init_room(room.connection_id)  # its first message is seq 1
+    except StreamUnavailable:
+        # Harmless: the first message then starts an epoch at a higher seq.
+        logger.warning("room stream not initialised", extra={"connection_id": room.connection_id})
+    return room
 
 
 def close_room(*, room: Room) -> Room:

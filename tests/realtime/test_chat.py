@@ -35,11 +35,13 @@ async def test_message_fans_out_and_is_acked_after_sqs_accepted_it(world, connec
     own = await ada.expect("message")
     ack = await ada.expect("ack")
     assert own["id"] == ack["id"] == got["id"] and ack["client_id"] == "c1"
+    assert got["seq"] == ack["seq"] == 1  # a new room's first message
 
     [queued] = queued_bodies(world.aws)
     assert queued == {
         "v": 1,
         "id": got["id"],
+        "seq": 1,
         "tenant_id": world.acme.tenant.id,
         "connection_id": world.room.connection_id,
         "sender_id": "ada",

@@ -54,6 +54,7 @@ async def test_history_pages_newest_first_over_websocket_and_rest(world, connect
     assert page["messages"][0] == {
         "connection_id": room,
         "id": ids[-1],
+        "seq": 7,
         "sender": {"id": "ada", "name": "Ada"},
         "body": "m6",
         "ts": page["messages"][0]["ts"],

@@ -1,9 +1,12 @@
 """The web role: daphne with a graceful SIGTERM.
 
 On SIGTERM (ECS stopping a task) or SIGINT the server stops accepting
-connections, closes every WebSocket with 1012 (service restart) so clients
-reconnect elsewhere, flushes pending SQS batches, waits for in-flight sends,
-and only then stops the reactor.
+connections, closes every WebSocket with 1012 (service restart) at random
+moments spread over CHAT_DRAIN_SECONDS so clients reconnect elsewhere without
+a stampede (and resume with `since`), waits for in-flight sends, flushes
+pending SQS batches, and only then stops the reactor. The whole drain takes
+at most CHAT_DRAIN_SECONDS + CHAT_SEND_DEADLINE_SECONDS + a few seconds;
+docs/deployment.md aligns the ECS stop timeout with it.
 """
 
 import asyncio
@@ -15,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 logger = logging.getLogger("chatsvc.serve")
-DRAIN_TIMEOUT_SECONDS = 20
+FLUSH_MARGIN_SECONDS = 3
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -101,15 +104,17 @@ async def drain(server, reactor) -> None:
     from chatsvc.messaging import runtime
     from chatsvc.realtime.consumer import close_all_sockets
 
-    logger.info("shutting down: closing sockets with 1012 and flushing the queue")
+    spread = settings.CHAT_DRAIN_SECONDS
+    flush = settings.CHAT_SEND_DEADLINE_SECONDS + FLUSH_MARGIN_SECONDS
+    logger.info("draining: sockets close with 1012 over %ss, then the queue flushes", spread)
     try:
         for listening_port in getattr(server, "ports", []):
             listening_port.stopListening()
-        async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
-            await close_all_sockets()
-            await runtime.shutdown()
+        async with asyncio.timeout(spread + flush):
+            await close_all_sockets(spread_seconds=spread)
+            await runtime.shutdown(grace_seconds=flush)
     except TimeoutError:
-        logger.error("drain did not finish in %ss", DRAIN_TIMEOUT_SECONDS)
+        logger.error("drain did not finish in %ss", spread + flush)
     except Exception:
         logger.exception("drain failed")
     finally:

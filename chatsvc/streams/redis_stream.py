@@ -1,0 +1,238 @@
+"""The room stream on Redis: Lua scripts for atomic writes, one pub/sub connection per process.
+
+Keys per room, hash-tagged so a room's keys share a cluster slot:
+  chatsvc:{<cid>}:state       hash {epoch, seq, last_id}
+  chatsvc:{<cid>}:log         list of "<ms>|<seq>|<id>|<frame>", a contiguous suffix of the room
+  chatsvc:{<cid>}:sent:<key>  hash {acked, seq, frame}: one sender's client_id
+and the channel chatsvc:room:<cid>, carrying "<seq>|<frame>".
+"""
+
+import asyncio
+import logging
+from functools import cache
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatsvc.streams import (
+    Appended,
+    Entry,
+    Listener,
+    StreamUnavailable,
+    Tail,
+    Window,
+    new_epoch,
+    parse_entry,
+)
+
+logger = logging.getLogger(__name__)
+
+SCRIPTS = Path(__file__).with_name("scripts")
+CHANNEL_PREFIX = "chatsvc:room:"
+STATE_TTL_SECONDS = 7 * 86400  # an idle room's seq state; a lost one starts a new epoch
+PING_SECONDS = 10  # a silent pub/sub connection is checked this often
+OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _source(name: str) -> str:
+    return (SCRIPTS / "room.lua").read_text() + (SCRIPTS / f"{name}.lua").read_text()
+
+
+def _script(client: aioredis.Redis, name: str):
+    return client.register_script(_source(name))
+
+
+@cache
+def _blocking_init(url: str):
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client.register_script(_source("init"))
+
+
+def init_room_blocking(url: str, connection_id: str) -> None:
+    """Start a new room's sequence at 0 (for synchronous callers: room creation)."""
+    try:
+        _blocking_init(url)(keys=_keys(connection_id), args=[new_epoch(), STATE_TTL_SECONDS])
+    except OUTAGES as exc:
+        raise StreamUnavailable(str(exc)) from exc
+
+
+def _keys(connection_id: str) -> tuple[str, str]:
+    return f"chatsvc:{{{connection_id}}}:state", f"chatsvc:{{{connection_id}}}:log"
+
+
+class RedisRoomStream:
+    def __init__(self, *, url: str, window: Window):
+        # A pooled connection that Redis dropped (restart, failover, idle kill)
+        # fails its next command once; the retry reconnects, so callers do not
+        # see it. Retrying a write is safe: the append script is idempotent on
+        # the sender's client_id.
+        self.redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=64,
+                timeout=5,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+                health_check_interval=30,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        )
+        self.window = window
+        self._append = _script(self.redis, "append")
+        self._tail = _script(self.redis, "tail")
+        self._recent = _script(self.redis, "recent")
+        self.listener: Listener | None = None
+        self.rooms: set[str] = set()
+        self._pubsub = None
+        self._reader: asyncio.Task | None = None
+
+    # --- writes and reads ----------------------------------------------------------
+
+    async def append(
+        self, *, connection_id: str, sent_key: str, message_id: str, head: str, tail: str
+    ) -> Appended:
+        state, log = _keys(connection_id)
+        window = self.window
+        new, acked, seq, frame = await self._call(
+            self._append,
+            keys=[f"chatsvc:{{{connection_id}}}:sent:{sent_key}", state, log],
+            args=[
+                CHANNEL_PREFIX + connection_id,
+                message_id,
+                new_epoch(),
+                head,
+                tail,
+                window.keep_messages,
+                window.keep_seconds * 1000,
+                window.max_messages,
+                window.sent_ttl_seconds,
+                STATE_TTL_SECONDS,
+                max(window.keep_seconds, 3600),
+            ],
+        )
+        return Appended(bool(new), bool(acked), int(seq), frame.decode())
+
+    async def mark_acked(self, *, connection_id: str, sent_key: str) -> None:
+        try:
+            await self.redis.hset(f"chatsvc:{{{connection_id}}}:sent:{sent_key}", "acked", 1)
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+
+    async def tail(self, connection_id: str, since: int | None) -> Tail:
+        reply = await self._call(
+            self._tail,
+            keys=_keys(connection_id),
+            args=[new_epoch(), -1 if since is None else since],
+        )
+        epoch, seq, complete, *entries = reply
+        return Tail(
+            epoch.decode(),
+            int(seq),
+            [parse_entry(raw.decode()) for raw in entries] if complete else None,
+        )
+
+    async def recent(self, connection_id: str, *, before: str | None, limit: int) -> list[Entry]:
+        _, log = _keys(connection_id)
+        reply = await self._call(self._recent, keys=[log], args=[before or "", limit])
+        return [parse_entry(raw.decode()) for raw in reply]
+
+    async def _call(self, script, *, keys, args):
+        try:
+            return await script(keys=keys, args=args)
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+
+    # --- subscriptions -------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> None:
+        self.listener = listener
+
+    async def subscribe(self, connection_id: str) -> None:
+        """Start receiving the room; the listener hears on_subscribed once it is in place."""
+        self.rooms.add(connection_id)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="room-stream")
+        elif self._pubsub is not None:
+            await self._command(self._pubsub.subscribe, CHANNEL_PREFIX + connection_id)
+
+    async def unsubscribe(self, connection_id: str) -> None:
+        self.rooms.discard(connection_id)
+        if self._pubsub is not None:
+            await self._command(self._pubsub.unsubscribe, CHANNEL_PREFIX + connection_id)
+
+    async def _command(self, command, channel: str) -> None:
+        try:
+            await command(channel)
+        except OUTAGES:
+            # Drop the broken connection: the reader connects again and
+            # subscribes every room, then the listener repairs each.
+            logger.info("pub/sub command failed; reconnecting")
+            await _quietly_close(self._pubsub)
+
+    async def _read(self) -> None:
+        """Receive forever; after a lost connection, subscribe again and let the listener repair."""
+        backoff = 0.05
+        while True:
+            pubsub = self._pubsub = self.redis.pubsub()
+            try:
+                # Rooms added from here on subscribe themselves on this connection
+                # (twice at worst: each confirmation only triggers a repair check).
+                if self.rooms:
+                    await pubsub.subscribe(*(CHANNEL_PREFIX + room for room in self.rooms))
+                else:
+                    await pubsub.ping()  # connect now, so a subscribe later can use it
+                while True:
+                    message = await pubsub.get_message(timeout=PING_SECONDS)
+                    if message is None:
+                        await pubsub.ping()
+                        continue
+                    backoff = 0.05
+                    await self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except OUTAGES as exc:
+                logger.warning(
+                    "room stream subscription lost; resubscribing", extra={"error": str(exc)}
+                )
+            except Exception:
+                logger.exception("room stream reader failed; resubscribing")
+            finally:
+                self._pubsub = None
+                await _quietly_close(pubsub)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        if kind not in ("message", "subscribe"):
+            return
+        connection_id = message["channel"].decode()[len(CHANNEL_PREFIX) :]
+        if self.listener is None:
+            return
+        if kind == "subscribe":
+            self.listener.on_subscribed(connection_id)
+            return
+        seq, frame = message["data"].decode().split("|", 1)
+        await self.listener.on_frame(connection_id, int(seq), frame)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.redis.aclose()
+
+
+async def _quietly_close(pubsub) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception:  # noqa: S110 - the connection is being thrown away
+        pass
+
+
+__all__ = ["Entry", "RedisRoomStream"]
