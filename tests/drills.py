@@ -12,6 +12,7 @@ what the worker stored.
 """
 
 import asyncio
+import itertools
 import json
 import random
 import signal
@@ -119,6 +120,7 @@ class ResumeClient:
         self.connected = asyncio.Event()
         self.stopping = False
         self.task: asyncio.Task | None = None
+        self.resends: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
@@ -205,7 +207,9 @@ class ResumeClient:
 
     def _resend_soon(self, client_id: str) -> None:
         if client_id in self.outbox:
-            asyncio.ensure_future(self._send_frame(self._send_frame_of(client_id)))
+            task = asyncio.ensure_future(self._send_frame(self._send_frame_of(client_id)))
+            self.resends.add(task)
+            task.add_done_callback(self.resends.discard)
 
     async def _joined(self, socket, frame: dict) -> None:
         had = self.seq
@@ -398,4 +402,4 @@ def _longest_gap(arrivals: list[float], window: tuple[float, float]) -> int:
     inside = [t for t in arrivals if start <= t <= end + 2]
     if len(inside) < 2:
         return 0
-    return round(max(b - a for a, b in zip(inside, inside[1:], strict=False)) * 1000)
+    return round(max(b - a for a, b in itertools.pairwise(inside)) * 1000)
