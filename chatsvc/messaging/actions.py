@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 from chatsvc.core.ulid import new_ulid
 from chatsvc.messaging import runtime
-from chatsvc.messaging.producer import QueueBusy
 from chatsvc.messaging.queue_message import QueueMessage, parse_timestamp, utc_timestamp
 from chatsvc.realtime.tokens import ChatUser
 from chatsvc.streams import StreamUnavailable, sent_key
@@ -75,8 +74,11 @@ async def post_message(*, user: ChatUser, connection_id: str, client_id: str, bo
     stored: resend the same client_id).
     """
     producer = runtime.producer()
-    if producer.busy:
-        raise QueueBusy("too many messages are waiting for SQS")
+    with producer.admission():
+        return await _post(producer, user, connection_id, client_id, body)
+
+
+async def _post(producer, user: ChatUser, connection_id: str, client_id: str, body: str) -> Posted:
     stream = runtime.room_stream()
     key = sent_key(
         tenant_id=user.tenant.id,

@@ -17,6 +17,7 @@ messages new sends are refused at once with QueueBusy instead of piling up.
 import asyncio
 import logging
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -60,23 +61,30 @@ class SqsProducer:
         self.base_backoff = base_backoff
         self.deadline_seconds = deadline_seconds
         self.max_backlog = max_backlog
-        self.unresolved = 0  # sends waiting for SQS's answer
+        self.unresolved = 0  # admitted messages not yet answered
         self._pending: list[_Pending] = []
         self._calls = 0  # batches sent or about to be (not those backing off)
         self._in_flight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(max_in_flight)
 
-    @property
-    def busy(self) -> bool:
-        return self.unresolved >= self.max_backlog
+    @contextmanager
+    def admission(self):
+        """A place in the backlog for one message, or QueueBusy at once.
+
+        Taken before the message is created, so a refused message never existed.
+        """
+        if self.unresolved >= self.max_backlog:
+            raise QueueBusy(f"{self.unresolved} messages are waiting for SQS")
+        self.unresolved += 1
+        try:
+            yield
+        finally:
+            self.unresolved -= 1
 
     async def send(self, body: str) -> None:
-        if self.busy:
-            raise QueueBusy(f"{self.unresolved} messages are waiting for SQS")
         future = asyncio.get_running_loop().create_future()
         pending = _Pending(body, future)
         self._pending.append(pending)
-        self.unresolved += 1
         if self._calls == 0 or len(self._pending) >= SQS_BATCH_MAX:
             self._flush()
         try:
@@ -86,8 +94,6 @@ class SqsProducer:
             if pending in self._pending:  # never sent: drop it, nothing else holds it
                 self._pending.remove(pending)
             raise EnqueueFailed(f"not accepted within {self.deadline_seconds:g}s") from None
-        finally:
-            self.unresolved -= 1
 
     async def close(self, grace_seconds: float | None = None) -> None:
         """Send what is pending and wait for every batch in flight (at most `grace_seconds`)."""
