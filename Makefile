@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: run test lint format bench infra-tools clean
+.PHONY: run test lint format bench drills infra-tools clean
 
 $(VENV)/.installed: requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: $(VENV)/.installed infra-tools lint
 bench: $(VENV)/.installed
 	$(PY) bench/fanout.py
 	$(PY) bench/persistence.py
+
+# Fault drills (not part of `make test`): one JSON line per drill (docs/operations.md).
+drills: $(VENV)/.installed
+	$(PY) bench/drills.py $(DRILLS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .ruff_cache
