@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -82,6 +82,12 @@ class RedisRoomStream:
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
+        )
+        # The subscriber does not retry by itself: a lost connection surfaces in
+        # the reader, which logs it once, subscribes every room again and lets
+        # each feed repair what it missed.
+        self.subscriber = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         self.window = window
         self._append = _script(self.redis, "append")
@@ -177,9 +183,9 @@ class RedisRoomStream:
 
     async def _read(self) -> None:
         """Receive forever; after a lost connection, subscribe again and let the listener repair."""
-        backoff = 0.05
+        backoff, working = 0.05, True
         while True:
-            pubsub = self._pubsub = self.redis.pubsub()
+            pubsub = self._pubsub = self.subscriber.pubsub()
             try:
                 # Rooms added from here on subscribe themselves on this connection
                 # (twice at worst: each confirmation only triggers a repair check).
@@ -187,21 +193,26 @@ class RedisRoomStream:
                     await pubsub.subscribe(*(CHANNEL_PREFIX + room for room in self.rooms))
                 else:
                     await pubsub.ping()  # connect now, so a subscribe later can use it
+                if not working:
+                    logger.warning("room stream subscription restored")
+                backoff, working = 0.05, True
                 while True:
                     message = await pubsub.get_message(timeout=PING_SECONDS)
                     if message is None:
                         await pubsub.ping()
                         continue
-                    backoff = 0.05
                     await self._dispatch(message)
             except asyncio.CancelledError:
                 raise
             except OUTAGES as exc:
-                logger.warning(
-                    "room stream subscription lost; resubscribing", extra={"error": str(exc)}
-                )
+                if working:  # once per outage, not once per attempt
+                    logger.warning(
+                        "room stream subscription lost; resubscribing", extra={"error": str(exc)}
+                    )
+                working = False
             except Exception:
                 logger.exception("room stream reader failed; resubscribing")
+                working = False
             finally:
                 self._pubsub = None
                 await _quietly_close(pubsub)
@@ -225,6 +236,7 @@ class RedisRoomStream:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        await self.subscriber.aclose()
         await self.redis.aclose()
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def post(client, room, client_id, body=None):
     await client.send(send_frame(room, client_id, body or client_id))
-    return await client.expect("ack", skip=("message", "presence", "typing"))
+    return await client.expect("ack", timeout=5, skip=("message", "presence", "typing"))
 
 
 async def join(client, room, **resume):
