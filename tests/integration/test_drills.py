@@ -5,7 +5,11 @@ prints the same numbers at larger sizes). Every acknowledged message must be
 stored and reach every client exactly once after de-duplication by id.
 """
 
+import asyncio
+import json
+
 import pytest
+import websockets
 
 from chatsvc.aws import clients
 from tests import factories
@@ -54,3 +58,30 @@ async def test_no_acknowledged_message_is_missed_or_lost(fault, stack, chat, aws
     if fault == "sigterm":
         assert result.closes.get("1012", 0) >= len(tokens) // 2 - 1
         assert result.resumed >= 1
+
+
+async def test_the_first_send_after_an_idle_redis_restart_succeeds(stack, chat):
+    """Pooled connections Redis dropped while idle reconnect without failing a send."""
+    room, tokens = chat
+    async with websockets.connect(stack.servers[0].ws_url) as socket:
+        await socket.send(json.dumps({"type": "auth", "token": tokens[0]}))
+        await socket.send(json.dumps({"type": "join", "connection_id": room}))
+        frames = [json.loads(await socket.recv()) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["ready", "joined"]
+        send = {"type": "send", "connection_id": room, "client_id": "warm", "body": "before"}
+        await socket.send(json.dumps(send))
+        await _next(socket, "ack")
+
+        await asyncio.to_thread(stack.redis.restart)  # no traffic meanwhile
+
+        await socket.send(json.dumps({**send, "client_id": "after", "body": "after"}))
+        frame = await _next(socket, "ack", "error")
+        assert frame["type"] == "ack", frame
+        assert frame["seq"] == 2  # the stream continued: Redis kept its data
+
+
+async def _next(socket, *kinds):
+    async with asyncio.timeout(10):
+        while (frame := json.loads(await socket.recv()))["type"] not in kinds:
+            pass
+    return frame
