@@ -156,6 +156,11 @@ CHAT_REPLAY_MAX_MESSAGES = env_int("CHAT_REPLAY_MAX_MESSAGES", 10000)
 # SIGTERM: sockets are closed with 1012 at random moments over this window, so
 # clients do not all reconnect in the same second (docs/deployment.md).
 CHAT_DRAIN_SECONDS = env_int("CHAT_DRAIN_SECONDS", 10)
+# In AWS the drain starts when the load balancer starts draining this task
+# (chatsvc/core/drain_watch.py): the colour's target group, checked this often.
+CHAT_TARGET_GROUP_ARN = env_str("CHAT_TARGET_GROUP_ARN")
+CHAT_TARGET_ADDRESS = env_str("CHAT_TARGET_ADDRESS")  # ip:port; default: ECS task metadata
+CHAT_DRAIN_WATCH_SECONDS = env_int("CHAT_DRAIN_WATCH_SECONDS", 5)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)

@@ -63,7 +63,7 @@ class Command(BaseCommand):
             ping_timeout=30,
             verbosity=0,
         )
-        draining = []
+        draining, watching = [], []
 
         def begin_drain():
             if not draining:
@@ -76,6 +76,8 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
             logger.info("serving on %s:%s", host, port)
+            if settings.CHAT_TARGET_GROUP_ARN:
+                watching.append(asyncio.ensure_future(watch_target(port)))
 
         reactor.callWhenRunning(install_handlers)
         freeze_startup_heap()
@@ -98,6 +100,31 @@ def freeze_startup_heap() -> None:
     # Young collections every 20,000 allocations instead of 700: each one costs
     # 5-20 ms with thousands of sockets' objects alive, so fewer, larger ones.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
+async def watch_target(port: int) -> None:
+    """Drain the sockets once the load balancer deregisters this task (drain_watch.py)."""
+    from chatsvc.aws import clients
+    from chatsvc.core.drain_watch import DrainWatch, task_address
+    from chatsvc.realtime.consumer import CLOSE_RESTART, close_all_sockets
+
+    address = settings.CHAT_TARGET_ADDRESS or await asyncio.to_thread(task_address, port)
+    if address is None:
+        logger.warning("CHAT_TARGET_GROUP_ARN is set but this task's address is unknown")
+        return
+    watch = DrainWatch(
+        client=clients.client("elbv2"),
+        target_group_arn=settings.CHAT_TARGET_GROUP_ARN,
+        address=address,
+        interval=settings.CHAT_DRAIN_WATCH_SECONDS,
+        on_leaving=lambda: close_all_sockets(
+            CLOSE_RESTART, spread_seconds=settings.CHAT_DRAIN_SECONDS
+        ),
+    )
+    try:
+        await watch.run()
+    except Exception:
+        logger.exception("target watch failed")
 
 
 async def drain(server, reactor) -> None:
