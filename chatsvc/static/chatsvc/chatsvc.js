@@ -1,0 +1,678 @@
+// chatsvc reference client: one ES module, no build step, no dependencies.
+// It speaks protocol v1 (docs/protocol.md); its API is documented in docs/client.md.
+//
+//   import { ChatClient } from "/static/chatsvc/chatsvc.js";
+//   const client = new ChatClient({ url: "wss://host/ws/v1/", token, getToken, rooms: [id] });
+//   client.on("message", (message, index) => ...);
+//   client.connect();
+//   client.send(id, "hello");
+
+const OPEN = 1; // WebSocket.OPEN, without depending on a global WebSocket
+
+const DEFAULTS = {
+  historyLimit: 50, // messages loaded when a room is first joined
+  fillPageLimit: 100, // page size when repairing a gap
+  maxFillPages: 20, // pages to walk back through when repairing one gap
+  maxFillTries: 6, // history lags the live stream (the worker stores asynchronously): retries
+  settleDelays: [1500, 5000], // re-read history after a rejoin the server could not replay
+  framesPerSecond: 4, // the server drops frames over the tenant's rate (default 5/s, burst 10)
+  burst: 8,
+  typingInterval: 2000, // the server coalesces typing to one per 2 s anyway
+  requestTimeout: 10000, // a join or history without an answer is asked again
+  ackTimeout: 15000, // a send without an ack on a live socket is resent (same client_id)
+  heartbeat: 25000, // silent this long: ping; no answer within requestTimeout: reconnect
+  reconnect: { base: 250, cap: 10000, afterRestart: 1000, afterFlood: 5000 },
+};
+
+// Error codes after which a send is retried with the same client_id (never duplicated).
+const RETRY_SEND = new Set(["not_stored", "unavailable", "overloaded", "rate_limited", "internal"]);
+// Error codes about a room frame (join/history) worth asking again after a backoff.
+const RETRY_ROOM = new Set(["unavailable", "overloaded", "internal", "history_unavailable"]);
+// The room cannot be joined: stop trying.
+const ROOM_REFUSED = new Set(["room_closed", "not_found", "too_many_rooms"]);
+
+const randomId = () =>
+  globalThis.crypto?.randomUUID?.() ??
+  // randomUUID needs a secure context; getRandomValues does not.
+  Array.from(globalThis.crypto.getRandomValues(new Uint8Array(16)), (b) =>
+    b.toString(16).padStart(2, "0"),
+  ).join("");
+
+const hasSeq = (m) => Number.isInteger(m.seq);
+
+// Within one epoch `seq` is the room's order; across epochs (or without seq) the
+// time-ordered ULID id is.
+function compareMessages(a, b) {
+  if (hasSeq(a) && hasSeq(b) && a.epoch === b.epoch) return a.seq - b.seq;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+function withoutType(frame) {
+  const { type, ...rest } = frame;
+  return rest;
+}
+
+export class ChatClient {
+  #listeners = new Map();
+  #rooms = new Map(); // connection_id -> room state (#room)
+  #outbox = []; // unacked sends, oldest first
+  #queue = []; // frames waiting for the token bucket
+  #tokens = 0;
+  #refilled = 0;
+  #socket = null;
+  #stopped = true;
+  #attempt = 0; // reconnect attempts since the last `ready`
+  #timers = { reconnect: null, pump: null, heartbeat: null };
+  #lastHeard = 0;
+  #pingSent = 0;
+
+  constructor({ url, token, getToken, rooms = [], WebSocket: socketClass, ...options } = {}) {
+    if (!url) throw new TypeError("ChatClient needs a url");
+    if (token == null && !getToken) throw new TypeError("ChatClient needs a token or getToken");
+    this.url = url;
+    this.token = token ?? null;
+    this.getToken = getToken ?? null;
+    this.options = {
+      ...DEFAULTS,
+      ...options,
+      reconnect: { ...DEFAULTS.reconnect, ...options.reconnect },
+    };
+    this.Socket = socketClass ?? globalThis.WebSocket;
+    this.state = "idle";
+    this.user = null;
+    for (const id of rooms) this.#room(id);
+  }
+
+  // --- public API ----------------------------------------------------------------
+
+  on(event, listener) {
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(listener);
+    return () => this.off(event, listener);
+  }
+
+  off(event, listener) {
+    this.#listeners.get(event)?.delete(listener);
+  }
+
+  connect() {
+    if (!this.#stopped) return this;
+    this.#stopped = false;
+    this.#attempt = 0;
+    this.#setState("connecting");
+    this.#reconnectIn(0, this.token == null);
+    return this;
+  }
+
+  close() {
+    this.#stopped = true;
+    clearTimeout(this.#timers.reconnect);
+    const socket = this.#socket;
+    if (socket) {
+      socket.close(1000);
+      this.#closed(socket, 1000);
+    } else {
+      this.#setState("stopped", { code: 1000 });
+    }
+    for (const room of this.#rooms.values()) this.#failRequests(room, "client closed");
+  }
+
+  join(connectionId) {
+    const room = this.#room(connectionId);
+    if (this.state === "connected" && !room.joined) this.#sendJoin(room);
+    return this;
+  }
+
+  // Leaving discards the room's messages and its unsent sends.
+  leave(connectionId) {
+    const room = this.#rooms.get(connectionId);
+    if (!room) return this;
+    if (room.joined) this.#frame({ type: "leave", connection_id: connectionId });
+    this.#forget(room, "left the room");
+    return this;
+  }
+
+  send(connectionId, body) {
+    if (!this.#rooms.has(connectionId)) throw new Error(`join ${connectionId} before sending`);
+    const entry = { clientId: randomId(), connectionId, body, sent: false, tries: 0, timer: null };
+    this.#outbox.push(entry);
+    this.#transmit(entry);
+    return { clientId: entry.clientId };
+  }
+
+  typing(connectionId) {
+    const room = this.#rooms.get(connectionId);
+    const now = Date.now();
+    // Best effort: never queued behind other frames, never more than one per interval.
+    if (!room?.joined || this.#queue.length || now - room.lastTyping < this.options.typingInterval) {
+      return false;
+    }
+    room.lastTyping = now;
+    this.#frame({ type: "typing", connection_id: connectionId });
+    return true;
+  }
+
+  // Older messages: {messages (newest first), next (pass as `before`, or null)}.
+  // New ones are also merged into the room and emitted as "message".
+  history(connectionId, { before, limit } = {}) {
+    const room = this.#rooms.get(connectionId);
+    if (!room) return Promise.reject(new Error(`join ${connectionId} first`));
+    return this.#request(room, { before, limit: limit ?? this.options.historyLimit });
+  }
+
+  messages(connectionId) {
+    return [...(this.#rooms.get(connectionId)?.list ?? [])];
+  }
+
+  pending(connectionId) {
+    return this.#outbox
+      .filter((e) => connectionId == null || e.connectionId === connectionId)
+      .map(({ clientId, connectionId: room, body }) => ({ clientId, connectionId: room, body }));
+  }
+
+  // --- events --------------------------------------------------------------------
+
+  #emit(event, ...args) {
+    for (const listener of [...(this.#listeners.get(event) ?? [])]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        // A broken listener must not break the protocol; report it as uncaught.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
+  }
+
+  #setState(state, detail = {}) {
+    this.state = state;
+    this.#emit("status", { state, ...detail });
+  }
+
+  // --- the socket ----------------------------------------------------------------
+
+  #reconnectIn(delay, refreshToken = false) {
+    clearTimeout(this.#timers.reconnect);
+    this.#timers.reconnect = setTimeout(async () => {
+      if (this.#stopped) return;
+      if (refreshToken) {
+        try {
+          this.token = await this.getToken();
+        } catch (error) {
+          const message = String(error?.message ?? error);
+          this.#emit("error", { code: "token_unavailable", message, ref: null, willRetry: true });
+          this.#reconnectIn(this.#backoff(), true);
+          return;
+        }
+        if (this.#stopped) return;
+      }
+      this.#open();
+    }, delay);
+  }
+
+  #open() {
+    const socket = new this.Socket(this.url);
+    this.#socket = socket;
+    socket.onopen = () => {
+      if (socket !== this.#socket) return;
+      // The server's rate limit starts after auth, with a full bucket.
+      this.#tokens = this.options.burst;
+      this.#refilled = Date.now();
+      this.#lastHeard = Date.now();
+      socket.send(JSON.stringify({ type: "auth", token: this.token }));
+    };
+    socket.onmessage = (event) => this.#receive(socket, event.data);
+    socket.onclose = (event) => this.#closed(socket, event.code);
+    socket.onerror = () => {}; // a close event follows
+    clearInterval(this.#timers.heartbeat);
+    this.#timers.heartbeat = setInterval(() => this.#checkAlive(socket), this.options.heartbeat / 5);
+  }
+
+  // A dead network can take minutes to produce a close event: ping when silent.
+  #checkAlive(socket) {
+    if (socket !== this.#socket || socket.readyState !== OPEN) return;
+    const now = Date.now();
+    if (this.#pingSent && now - this.#pingSent > this.options.requestTimeout) {
+      socket.close(4000);
+      this.#closed(socket, 1006); // treated as a network loss
+    } else if (!this.#pingSent && now - this.#lastHeard > this.options.heartbeat) {
+      this.#pingSent = now;
+      this.#frame({ type: "ping" });
+    }
+  }
+
+  #closed(socket, code) {
+    if (socket !== this.#socket) return;
+    this.#socket = null;
+    this.#queue = [];
+    this.#pingSent = 0;
+    clearTimeout(this.#timers.pump);
+    clearInterval(this.#timers.heartbeat);
+    for (const room of this.#rooms.values()) {
+      room.joined = false;
+      // What we missed comes after this; live messages after the rejoin must not hide it.
+      room.resumeFrom ??= room.list.at(-1)?.id ?? null;
+      clearTimeout(room.joinTimer);
+      clearTimeout(room.requestTimer);
+    }
+    for (const entry of this.#outbox) {
+      entry.sent = false; // resent, same client_id, once the room is joined again
+      clearTimeout(entry.timer);
+    }
+    if (this.#stopped) return this.#setState("stopped", { code });
+    if (code === 4403 || (code === 4401 && !this.getToken)) {
+      this.#stopped = true; // forbidden, or expired with no way to get a new token
+      return this.#setState("stopped", { code });
+    }
+    const delay = this.#backoff(code);
+    this.#setState("reconnecting", { code, delay });
+    this.#reconnectIn(delay, code === 4401);
+  }
+
+  // Exponential backoff with full jitter, so a fleet of clients does not reconnect in step.
+  #backoff(code) {
+    const { base, cap, afterRestart, afterFlood } = this.options.reconnect;
+    const attempt = this.#attempt++;
+    // 1012: this server is draining for a deploy; the service is up elsewhere.
+    if (code === 1012 && attempt === 0) return Math.random() * afterRestart;
+    const jitter = Math.random() * Math.min(cap, base * 2 ** attempt);
+    return code === 4429 ? afterFlood + jitter : jitter;
+  }
+
+  // Frames wait in a queue drained by a token bucket: the server drops frames over
+  // the tenant's rate and closes 4429 on repeated excess. Nothing is queued while
+  // disconnected: on `ready` every join, request and send is made again from state.
+  #frame(frame) {
+    if (this.state !== "connected") return;
+    this.#queue.push(frame);
+    this.#pump();
+  }
+
+  #pump() {
+    clearTimeout(this.#timers.pump);
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== OPEN) return;
+    const { framesPerSecond: rate, burst } = this.options;
+    const now = Date.now();
+    this.#tokens = Math.min(burst, this.#tokens + ((now - this.#refilled) * rate) / 1000);
+    this.#refilled = now;
+    while (this.#queue.length && this.#tokens >= 1) {
+      this.#tokens -= 1;
+      socket.send(JSON.stringify(this.#queue.shift()));
+    }
+    if (this.#queue.length) {
+      const wait = ((1 - this.#tokens) * 1000) / rate;
+      this.#timers.pump = setTimeout(() => this.#pump(), Math.ceil(wait));
+    }
+  }
+
+  #receive(socket, data) {
+    if (socket !== this.#socket) return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this.#lastHeard = Date.now();
+    this.#pingSent = 0;
+    switch (frame?.type) {
+      case "ready":
+        return this.#ready(frame);
+      case "joined":
+        return this.#joined(frame);
+      case "left":
+        return this.#left(frame);
+      case "message":
+        return this.#message(frame);
+      case "ack":
+        return this.#ack(frame);
+      case "history":
+        return this.#historyAnswer(frame);
+      case "error":
+        return this.#error(frame);
+      case "typing":
+      case "presence":
+        return this.#emit(frame.type, withoutType(frame));
+      default:
+        return; // pong, and types a newer server may add
+    }
+  }
+
+  #ready(frame) {
+    this.user = frame.user;
+    this.#attempt = 0;
+    this.#setState("connected");
+    for (const room of this.#rooms.values()) this.#sendJoin(room);
+  }
+
+  // --- rooms ---------------------------------------------------------------------
+
+  #room(id) {
+    let room = this.#rooms.get(id);
+    if (!room) {
+      room = {
+        id,
+        joined: false,
+        epoch: null, // the server's epoch for the room's seq
+        seq: null, // highest contiguous seq held (null: the server gives no seq)
+        known: null, // highest seq the server has announced
+        list: [], // messages, ordered
+        byId: new Map(),
+        held: new Map(), // seq -> message past a gap, shown once the gap is filled
+        filling: false,
+        refill: false,
+        fillTries: 0,
+        requests: [], // history requests, one in flight at a time
+        requestTimer: null,
+        joinTimer: null,
+        timers: new Set(),
+        lastTyping: 0,
+        resumeFrom: null, // newest id held when the socket closed
+      };
+      this.#rooms.set(id, room);
+    }
+    return room;
+  }
+
+  #later(room, fn, delay) {
+    const timer = setTimeout(() => {
+      room.timers.delete(timer);
+      if (this.#rooms.get(room.id) === room) fn();
+    }, delay);
+    room.timers.add(timer);
+  }
+
+  #forget(room, reason) {
+    this.#rooms.delete(room.id);
+    clearTimeout(room.joinTimer);
+    clearTimeout(room.requestTimer);
+    for (const timer of room.timers) clearTimeout(timer);
+    this.#failRequests(room, reason);
+    this.#outbox = this.#outbox.filter((e) => {
+      if (e.connectionId === room.id) clearTimeout(e.timer);
+      return e.connectionId !== room.id;
+    });
+  }
+
+  #sendJoin(room) {
+    room.joined = false;
+    const frame = { type: "join", connection_id: room.id };
+    if (room.seq != null) {
+      // Resume: the server replays what came after `since`, or says it cannot.
+      frame.since = room.seq;
+      if (room.epoch != null) frame.epoch = room.epoch;
+    }
+    this.#frame(frame);
+    clearTimeout(room.joinTimer);
+    room.joinTimer = setTimeout(() => {
+      if (this.#rooms.get(room.id) === room && !room.joined && this.state === "connected") {
+        this.#sendJoin(room);
+      }
+    }, this.options.requestTimeout);
+  }
+
+  #joined(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (!room) return;
+    clearTimeout(room.joinTimer);
+    if (room.joined) return; // the answer to a repeated join
+    room.joined = true;
+    const recovered = frame.recovered === true; // absent (older servers): not recovered
+    let newStream = false;
+    if (Number.isInteger(frame.seq)) {
+      if (room.seq == null || (frame.epoch ?? null) !== room.epoch) {
+        // First join, or the server's sequence restarted: count from here; what was
+        // missed before is found by id in history.
+        newStream = room.seq != null || room.list.length > 0;
+        room.epoch = frame.epoch ?? null;
+        room.seq = frame.seq;
+        room.known = frame.seq;
+        room.held.clear();
+      } else {
+        room.known = Math.max(room.known ?? 0, frame.seq);
+      }
+    }
+    this.#emit("joined", {
+      connectionId: room.id,
+      seq: frame.seq ?? null,
+      epoch: frame.epoch ?? null,
+      recovered,
+    });
+    if (room.requests.length) this.#sendHistory(room); // asked before a disconnect
+    if (!recovered) this.#fill(room);
+    else if (room.held.size || room.seq < room.known) this.#fill(room);
+    // Without seq tracking nothing tells us about messages that reach history late.
+    if (!recovered && (room.seq == null || newStream)) {
+      for (const delay of this.options.settleDelays) this.#later(room, () => this.#fill(room), delay);
+    }
+    for (const entry of this.#outbox) if (entry.connectionId === room.id) this.#transmit(entry);
+  }
+
+  #left(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (room && frame.reason === "resync") {
+      // The server could not repair our stream: rejoin at once, resuming from our seq.
+      room.joined = false;
+      this.#sendJoin(room);
+      return;
+    }
+    if (room) this.#forget(room, frame.reason === "closed" ? "room closed" : "left the room");
+    this.#emit("left", { connectionId: frame.connection_id, reason: frame.reason ?? null });
+  }
+
+  // --- messages ------------------------------------------------------------------
+
+  #message(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (room) this.#accept(room, withoutType(frame), true);
+  }
+
+  // Every message, live, replayed, from history or from an ack, passes here once per id.
+  #accept(room, message, live) {
+    if (room.byId.has(message.id)) return;
+    if (room.seq == null || !hasSeq(message) || message.seq <= room.seq) {
+      this.#store(room, message); // untracked, or older than the contiguous point
+      return;
+    }
+    if (message.seq > room.seq + 1) {
+      // A gap: hold this one back and ask history for what is missing.
+      room.held.set(message.seq, message);
+      room.known = Math.max(room.known ?? 0, message.seq);
+      if (live) this.#fill(room);
+      return;
+    }
+    this.#store(room, message);
+    room.seq = message.seq;
+    while (room.held.has(room.seq + 1)) {
+      const next = room.held.get(room.seq + 1);
+      room.held.delete(room.seq + 1);
+      room.seq += 1;
+      if (!room.byId.has(next.id)) this.#store(room, next);
+    }
+    room.known = Math.max(room.known ?? 0, room.seq);
+  }
+
+  #store(room, message) {
+    if (hasSeq(message) && message.epoch === undefined) message.epoch = room.epoch;
+    let index = room.list.length;
+    while (index > 0 && compareMessages(message, room.list[index - 1]) < 0) index -= 1;
+    room.list.splice(index, 0, message);
+    room.byId.set(message.id, message);
+    this.#emit("message", message, index);
+  }
+
+  #gapOpen(room) {
+    return room.seq != null && (room.held.size > 0 || room.seq < (room.known ?? 0));
+  }
+
+  // Walks history back from the newest message until it reaches what we held before.
+  async #fill(room) {
+    if (room.filling) {
+      room.refill = true;
+      return;
+    }
+    room.filling = true;
+    try {
+      do {
+        room.refill = false;
+        const anchor = room.resumeFrom ?? room.list.at(-1)?.id ?? null;
+        let before;
+        for (let pages = 1; ; pages += 1) {
+          const limit = anchor ? this.options.fillPageLimit : this.options.historyLimit;
+          const page = await this.#request(room, { before, limit });
+          const reached = !anchor || page.messages.some((m) => m.id <= anchor);
+          if (reached || !page.next || pages >= this.options.maxFillPages) break;
+          before = page.next;
+        }
+      } while (room.refill);
+      if (room.joined) room.resumeFrom = null;
+    } catch {
+      return; // the room was left or the client closed
+    } finally {
+      room.filling = false;
+    }
+    if (!this.#gapOpen(room)) {
+      room.fillTries = 0;
+    } else if (++room.fillTries <= this.options.maxFillTries) {
+      // Not in history yet: the worker stores messages a moment after they are sent.
+      this.#later(room, () => this.#fill(room), 250 * 2 ** room.fillTries);
+    } else {
+      this.#giveUp(room);
+    }
+  }
+
+  // The missing messages never showed up: show what we hold and count on from there.
+  #giveUp(room) {
+    const from = room.seq + 1;
+    const held = [...room.held.values()].sort((a, b) => a.seq - b.seq);
+    room.held.clear();
+    room.seq = Math.max(room.known ?? 0, ...held.map((m) => m.seq));
+    room.fillTries = 0;
+    for (const message of held) if (!room.byId.has(message.id)) this.#store(room, message);
+    this.#emit("gap", { connectionId: room.id, from, to: room.seq });
+  }
+
+  // --- history requests ------------------------------------------------------------
+
+  #request(room, params) {
+    return new Promise((resolve, reject) => {
+      room.requests.push({ params, resolve, reject });
+      if (room.requests.length === 1) this.#sendHistory(room);
+    });
+  }
+
+  #sendHistory(room, delay = 0) {
+    clearTimeout(room.requestTimer);
+    if (delay) {
+      room.requestTimer = setTimeout(() => this.#sendHistory(room), delay);
+      return;
+    }
+    const request = room.requests[0];
+    if (!request || !room.joined) return; // sent once the room is joined
+    const frame = { type: "history", connection_id: room.id, limit: request.params.limit };
+    if (request.params.before) frame.before = request.params.before;
+    this.#frame(frame);
+    room.requestTimer = setTimeout(() => this.#sendHistory(room), this.options.requestTimeout);
+  }
+
+  #historyAnswer(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (!room) return;
+    const messages = (frame.messages ?? []).map((m) => ({ connection_id: room.id, ...m }));
+    // Oldest first, so that a gap closes in order.
+    for (const message of [...messages].sort(compareMessages)) this.#accept(room, message, false);
+    clearTimeout(room.requestTimer);
+    const request = room.requests.shift();
+    request?.resolve({ messages, next: frame.next ?? null });
+    this.#sendHistory(room);
+  }
+
+  #failRequests(room, reason) {
+    clearTimeout(room.requestTimer);
+    for (const request of room.requests.splice(0)) request.reject(new Error(reason));
+  }
+
+  // --- sends -----------------------------------------------------------------------
+
+  #transmit(entry) {
+    const room = this.#rooms.get(entry.connectionId);
+    if (entry.sent || !room?.joined) return; // sent when the room is (re)joined
+    entry.sent = true;
+    this.#frame({
+      type: "send",
+      connection_id: entry.connectionId,
+      client_id: entry.clientId,
+      body: entry.body,
+    });
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => {
+      entry.sent = false;
+      this.#transmit(entry);
+    }, this.options.ackTimeout);
+  }
+
+  #ack(frame) {
+    const index = this.#outbox.findIndex((e) => e.clientId === frame.client_id);
+    if (index < 0) return; // the ack of a resend we already had an ack for
+    const [entry] = this.#outbox.splice(index, 1);
+    clearTimeout(entry.timer);
+    const room = this.#rooms.get(entry.connectionId);
+    if (room && this.user) {
+      // The echo normally came first; if a reconnect lost it, the ack says all we need.
+      const { id, name } = this.user;
+      const message = { connection_id: room.id, id: frame.id, sender: { id, name } };
+      if (Number.isInteger(frame.seq)) message.seq = frame.seq;
+      this.#accept(room, { ...message, body: entry.body, ts: frame.ts }, true);
+    }
+    this.#emit("ack", {
+      clientId: entry.clientId,
+      connectionId: entry.connectionId,
+      id: frame.id,
+      seq: frame.seq ?? null,
+      ts: frame.ts,
+    });
+  }
+
+  #error(frame) {
+    const { code, ref } = frame;
+    const entry = this.#outbox.find((e) => e.clientId === ref);
+    let willRetry = false;
+    if (entry) {
+      clearTimeout(entry.timer);
+      entry.sent = false;
+      if (RETRY_SEND.has(code)) {
+        willRetry = true;
+        entry.tries += 1;
+        const delay = Math.random() * Math.min(10000, 250 * 2 ** entry.tries);
+        entry.timer = setTimeout(() => this.#transmit(entry), 100 + delay);
+      } else if (code === "not_joined") {
+        willRetry = true; // resent when the room is joined again
+        const room = this.#rooms.get(entry.connectionId);
+        if (room?.joined) this.#sendJoin(room);
+      } else {
+        this.#outbox.splice(this.#outbox.indexOf(entry), 1);
+      }
+      const send = { clientId: entry.clientId, connectionId: entry.connectionId, body: entry.body };
+      this.#emit("error", { ...withoutType(frame), willRetry, send });
+      return;
+    }
+    const room = this.#rooms.get(ref);
+    if (room && ROOM_REFUSED.has(code)) {
+      this.#forget(room, code);
+    } else if (room && code === "not_joined") {
+      willRetry = true;
+      this.#sendJoin(room);
+    } else if (room && RETRY_ROOM.has(code)) {
+      willRetry = true;
+      const delay = 250 + Math.random() * 1000;
+      if (!room.joined) this.#later(room, () => this.#sendJoin(room), delay);
+      else if (room.requests.length) this.#sendHistory(room, delay);
+    }
+    // rate_limited about a room: the join or history is asked again on its timeout.
+    this.#emit("error", { ...withoutType(frame), willRetry: willRetry || code === "rate_limited" });
+  }
+}
+
+export { compareMessages };

@@ -1,0 +1,519 @@
+"""The reference browser client (chatsvc/static/chatsvc/chatsvc.js) in headless Chromium.
+
+Three levels: the demo page chatting through the module against `run_local`; the
+web process restarted (SIGTERM: sockets closed 1012) while two pages are sending;
+and the module's resume/gap/de-dup logic against a fake socket in a blank page.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from chatsvc.settings import BASE_DIR
+from tests.conftest import free_port, service_missing
+from tests.servers import ServerProcess, server_env
+
+pytestmark = pytest.mark.e2e
+
+MODULE = BASE_DIR / "chatsvc" / "static" / "chatsvc" / "chatsvc.js"
+FAKE_ORIGIN = "http://chatsvc.test"
+ROOM = "01HZX0000000000000000ROOM1"
+
+
+@pytest.fixture
+def context(browser):
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Pages in contexts of their own: two users, and no background-tab throttling."""
+    contexts = []
+
+    def new_page():
+        contexts.append(browser.new_context())
+        return contexts[-1].new_page()
+
+    yield new_page
+    for context in contexts:
+        context.close()
+
+
+# --- 1. the demo page, through the module, on run_local ------------------------------
+
+
+def open_demo(new_page, base_url: str, name: str):
+    page = new_page()
+    page.goto(f"{base_url}/demo/?name={name}")
+    expect(page.locator("#status")).to_have_text("connected", timeout=15000)
+    # Record what the client reports, for the assertions below.
+    page.evaluate(
+        """() => {
+            window.acks = []; window.statuses = []; window.joins = [];
+            chatClient.on("ack", (ack) => acks.push(ack));
+            chatClient.on("joined", (joined) => joins.push(joined));
+            chatClient.on("status", (status) => statuses.push(status));
+        }"""
+    )
+    return page
+
+
+def say(page, text: str) -> None:
+    page.fill("#body", text)
+    page.click("#send")
+
+
+def shown(page) -> list[str]:
+    return page.locator("#messages .message").all_inner_texts()
+
+
+def assert_seq_order(page) -> None:
+    """Where the server gives seq, the client's messages are dense and ascending per epoch."""
+    messages = page.evaluate(
+        """() => {
+            const room = JSON.parse(document.getElementById("connection-id").textContent);
+            return chatClient.messages(room).map((m) => [m.epoch ?? null, m.seq ?? null]);
+        }"""
+    )
+    by_epoch = {}
+    for epoch, seq in messages:
+        if seq is not None:
+            by_epoch.setdefault(epoch, []).append(seq)
+    for seqs in by_epoch.values():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+
+
+def test_two_demo_pages_chat_through_the_module(local_service, new_page):
+    alice = open_demo(new_page, local_service, "Alice")
+    bob = open_demo(new_page, local_service, "Bob")
+    assert alice.evaluate("typeof chatClient.send") == "function"  # the module is in use
+
+    expected = []
+    for i in range(5):
+        say(alice, f"a{i}")
+        say(bob, f"b{i}")
+        expected += [f"Alice: a{i}", f"Bob: b{i}"]
+
+    for page in (alice, bob):
+        expect(page.locator("#messages .message")).to_have_count(10, timeout=15000)
+        expect(page.locator("#status")).to_have_text("connected")
+    assert shown(alice) == shown(bob)
+    assert sorted(shown(alice)) == sorted(expected)  # each once
+    for sender in ("Alice", "Bob"):  # each sender's messages in the order sent
+        mine = [text for text in shown(alice) if text.startswith(sender)]
+        assert mine == [text for text in expected if text.startswith(sender)]
+    # The page shows messages in the client's order (ids are time-ordered here).
+    ids = alice.locator("#messages .message").evaluate_all("ps => ps.map(p => p.dataset.id)")
+    assert ids == sorted(ids) and len(set(ids)) == 10
+    assert_seq_order(alice)
+    assert_seq_order(bob)
+    for page in (alice, bob):
+        assert page.evaluate("chatClient.pending().length") == 0
+        assert page.evaluate("acks.length") == 5
+
+
+# --- 2. the web process restarted while two pages send --------------------------------
+
+
+@pytest.fixture
+def redis_for_restart(tmp_path):
+    """Redis for the dedup store: the resend after a restart must reach what the old
+    process remembered (in-process memory dies with it; production runs Redis)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        service_missing("neither REDIS_URL nor redis-server is available")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+class Service:
+    """moto (shared), Redis, SQLite, one web process on a fixed port and one worker."""
+
+    def __init__(self, env: dict, tmp_path: Path):
+        self.env = env
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.webs: list[ServerProcess] = []
+        self.worker = ServerProcess(
+            args=["consume_queue", "--wait-seconds", "1", "--linger-ms", "100"],
+            port=0,
+            env=env,
+            log=tmp_path / "worker.log",
+        )
+        self.start_web()
+
+    def start_web(self) -> None:
+        web = ServerProcess(
+            args=["serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            port=self.port,
+            env=self.env,
+            log=self.tmp_path / f"web{len(self.webs)}.log",
+        )
+        self.webs.append(web)
+        web.wait_ready("/readyz")
+
+    def restart_web(self) -> None:
+        """SIGTERM (a deploy): drain, close sockets 1012; then a new process, same port."""
+        assert self.webs[-1].stop() == 0, self.webs[-1].log_path.read_text()
+        self.start_web()
+
+    def stop(self) -> None:
+        for process in [*self.webs, self.worker]:
+            process.stop()
+
+
+@pytest.fixture
+def service(aws, redis_for_restart, tmp_path):
+    env = {
+        **server_env(
+            database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            redis_url=redis_for_restart,
+            aws=aws,
+        ),
+        "DEBUG": "true",  # /demo/ exists in local mode only
+        "LOG_FORMAT": "console",
+        "LOG_LEVEL": "INFO",
+        "CHAT_DRAIN_SECONDS": "2",  # sockets close with 1012 within 2 s of SIGTERM
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+    )
+    service = Service(env, tmp_path)
+    yield service
+    service.stop()
+
+
+def test_pages_keep_chatting_through_a_web_process_restart(service, new_page):
+    alice = open_demo(new_page, service.url, "Alice")
+    bob = open_demo(new_page, service.url, "Bob")
+
+    down = []  # when the old process was signalled, when the new one was ready
+    failure = []
+
+    def restart():
+        try:
+            down.append(time.monotonic())
+            service.restart_web()
+            down.append(time.monotonic())
+        except BaseException as exc:
+            failure.append(exc)
+
+    expected = []
+    sent_at = []
+    restarter = threading.Thread(target=restart)
+    rounds_after = 0
+    for i in range(60):
+        if i == 3:  # mid-conversation: the pages keep sending while the server drains
+            restarter.start()  # and while it is down
+        say(alice, f"a{i}")
+        say(bob, f"b{i}")
+        sent_at.append(time.monotonic())
+        expected += [f"Alice: a{i}", f"Bob: b{i}"]
+        alice.wait_for_timeout(300)
+        if i > 3 and not restarter.is_alive():
+            rounds_after += 1
+            if rounds_after == 3:
+                break
+    restarter.join(90)
+    assert not failure, failure
+    assert len(service.webs) == 2
+    assert any(down[0] < t < down[1] for t in sent_at), "no message sent while the server was down"
+    assert sent_at[-1] > down[1], "no message sent after the restart"
+
+    rounds = len(sent_at)
+    for page in (alice, bob):
+        # Every send acknowledged (resent with the same client_id after the restart) ...
+        page.wait_for_function("chatClient.pending().length === 0", timeout=60000)
+        assert page.evaluate("new Set(acks.map((a) => a.clientId)).size") == rounds
+        # ... the 1012 seen and recovered from ...
+        assert 1012 in page.evaluate("statuses.map((s) => s.code)")
+        assert page.evaluate("joins.length") >= 1  # rejoined (recovered or from history)
+        expect(page.locator("#status")).to_have_text("connected", timeout=30000)
+        # ... and every message there once (late ones arrive from history).
+        expect(page.locator("#messages .message")).to_have_count(2 * rounds, timeout=30000)
+
+    assert shown(alice) == shown(bob)
+    assert sorted(shown(alice)) == sorted(expected)
+    ids = alice.locator("#messages .message").evaluate_all("ps => ps.map(p => p.dataset.id)")
+    assert len(set(ids)) == 2 * rounds
+    assert_seq_order(alice)
+    assert_seq_order(bob)
+    for page in (alice, bob):  # each page's acks are the messages shown
+        acked = set(page.evaluate("acks.map((a) => a.id)"))
+        assert acked <= set(ids) and len(acked) == rounds
+
+
+# --- 3. the module's logic against a fake socket -----------------------------------------
+
+HARNESS = """
+(room) => {
+  window.ROOM = room;
+  window.sockets = [];
+  window.FakeSocket = class {
+    constructor(url) {
+      this.url = url; this.readyState = 0; this.sent = [];
+      sockets.push(this);
+      setTimeout(() => { if (this.readyState === 0) { this.readyState = 1; this.onopen?.({}); } });
+    }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close() { this.readyState = 3; }
+    deliver(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
+    drop(code) { this.readyState = 3; this.onclose?.({ code }); }
+  };
+  window.last = () => sockets.at(-1);
+  window.frames = (type) => last().sent.filter((f) => f.type === type);
+  window.msg = (seq, extra = {}) => ({
+    type: "message", connection_id: ROOM, id: `01M${String(seq).padStart(4, "0")}`, seq,
+    sender: { id: "u2", name: "Bob" }, body: `m${seq}`, ts: "2030-01-01T00:00:00.000Z", ...extra,
+  });
+  window.item = (seq, extra) => { const { type, ...rest } = msg(seq, extra); return rest; };
+  window.bodies = () => client.messages(ROOM).map((m) => m.body);
+  window.seen = (name) => events.filter(([n]) => n === name).map(([, detail]) => detail);
+  window.start = (options = {}) => {
+    window.events = [];
+    const client = new chatsvc.ChatClient({
+      url: "ws://chatsvc.test/ws/v1/", token: "t1", rooms: [ROOM], WebSocket: FakeSocket,
+      settleDelays: [], framesPerSecond: 1000, burst: 1000,
+      reconnect: { base: 5, cap: 20, afterRestart: 10, afterFlood: 10 }, ...options,
+    });
+    for (const name of ["message", "status", "joined", "left", "ack", "error", "gap"]) {
+      client.on(name, (detail) => events.push([name, detail]));
+    }
+    window.client = client;
+    client.connect();
+  };
+}
+"""
+
+
+@pytest.fixture
+def page(context):
+    """A blank page on a made-up origin that imports the module as served."""
+
+    def serve(route):
+        if route.request.url.endswith("/static/chatsvc/chatsvc.js"):
+            route.fulfill(body=MODULE.read_text(), content_type="text/javascript")
+        else:
+            route.fulfill(body="<!doctype html><title>client</title>", content_type="text/html")
+
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text))  # no console noise
+    page.route(f"{FAKE_ORIGIN}/**", serve)
+    page.goto(f"{FAKE_ORIGIN}/")
+    page.evaluate("async () => { window.chatsvc = await import('/static/chatsvc/chatsvc.js'); }")
+    page.evaluate(HARNESS, ROOM)
+    yield page
+    assert errors == []
+
+
+def connect(page, *, joined: dict, options: str = "{}") -> None:
+    """Start a client, answer auth with ready and the join with `joined`."""
+    page.evaluate(f"start({options})")
+    page.wait_for_function("sockets.length === 1 && last().sent.length === 1")
+    assert page.evaluate("last().sent[0]") == {"type": "auth", "token": "t1"}
+    answer_join(page, joined)
+
+
+def answer_join(page, joined: dict) -> None:
+    page.evaluate(
+        "last().deliver({type: 'ready', user: {id: 'u1', name: 'Alice', role: 'member'}})"
+    )
+    assert page.evaluate("seen('status').at(-1).state") == "connected"
+    page.evaluate("(j) => last().deliver({type: 'joined', connection_id: ROOM, ...j})", joined)
+
+
+def deliver(page, expression: str) -> None:
+    page.evaluate(f"last().deliver({expression})")
+
+
+def history(page, seqs: list[int], next_id=None) -> None:
+    items = ", ".join(f"item({seq})" for seq in seqs)
+    frame = f"{{type: 'history', connection_id: ROOM, messages: [{items}], next: {{next}}}}"
+    deliver(page, frame.replace("{next}", json.dumps(next_id)))
+
+
+def test_duplicates_are_shown_once_and_a_seq_gap_is_filled_from_history(page):
+    connect(page, joined={"seq": 2, "epoch": "e1"})
+    # A plain join without `recovered`: the client loads the room's history.
+    assert page.evaluate("frames('history')") == [
+        {"type": "history", "connection_id": ROOM, "limit": 50}
+    ]
+    history(page, [2, 1])
+    assert page.evaluate("bodies()") == ["m1", "m2"]
+
+    deliver(page, "msg(3)")
+    deliver(page, "msg(3)")  # the same id again
+    history(page, [3, 2])  # and once more from an unasked history answer
+    assert page.evaluate("bodies()") == ["m1", "m2", "m3"]
+    assert len(page.evaluate("frames('history')")) == 1
+
+    deliver(page, "msg(6)")  # 4 and 5 were missed: a gap
+    requests = page.evaluate("frames('history')")
+    assert len(requests) == 2 and requests[1] == {
+        "type": "history",
+        "connection_id": ROOM,
+        "limit": 100,
+    }
+    assert page.evaluate("bodies()") == ["m1", "m2", "m3"]  # 6 waits for the gap to close
+
+    history(page, [6, 5, 4, 3], next_id="01M0003")
+    deliver(page, "msg(5)")
+    assert page.evaluate("bodies()") == ["m1", "m2", "m3", "m4", "m5", "m6"]
+    # One "message" event per id, in seq order, each with its place in the room.
+    events = page.evaluate("seen('message').map((m) => m.body)")
+    assert events == ["m1", "m2", "m3", "m4", "m5", "m6"]
+    assert len(page.evaluate("frames('history')")) == 2  # history reached what it had: done
+
+
+def test_left_resync_rejoins_at_once_with_since_and_epoch(page):
+    connect(page, joined={"seq": 0, "epoch": "e1"})
+    history(page, [])
+    deliver(page, "msg(1)")
+    deliver(page, "msg(2)")
+
+    deliver(page, "{type: 'left', connection_id: ROOM, reason: 'resync'}")
+    assert page.evaluate("frames('join').at(-1)") == {
+        "type": "join",
+        "connection_id": ROOM,
+        "since": 2,
+        "epoch": "e1",
+    }
+    assert page.evaluate("seen('left')") == []  # not left for the integrator: still in the room
+
+    # The server replays what was missed, then says it recovered: no history needed.
+    deliver(page, "msg(3)")
+    deliver(page, "{type: 'joined', connection_id: ROOM, seq: 3, epoch: 'e1', recovered: true}")
+    assert page.evaluate("bodies()") == ["m1", "m2", "m3"]
+    assert len(page.evaluate("frames('history')")) == 1
+    assert page.evaluate("seen('joined').at(-1)") == {
+        "connectionId": ROOM,
+        "seq": 3,
+        "epoch": "e1",
+        "recovered": True,
+    }
+
+    # A new epoch: tracking restarts at the server's seq; the next live one is no gap.
+    deliver(page, "{type: 'left', connection_id: ROOM, reason: 'resync'}")
+    deliver(page, "{type: 'joined', connection_id: ROOM, seq: 7, epoch: 'e2', recovered: false}")
+    assert len(page.evaluate("frames('history')")) == 2  # fills what the old epoch had
+    history(page, [3])
+    deliver(page, "msg(8, {id: '01M0100', body: 'e2-8'})")
+    assert page.evaluate("bodies()") == ["m1", "m2", "m3", "e2-8"]
+    assert len(page.evaluate("frames('history')")) == 2
+
+
+def test_after_1012_it_reconnects_rejoins_and_resends_with_the_same_client_id(page):
+    # Today's server: `joined` without seq, epoch or recovered.
+    connect(page, joined={})
+    history(page, [1])
+    client_id = page.evaluate("client.send(ROOM, 'hello').clientId")
+    assert page.evaluate("frames('send')") == [
+        {"type": "send", "connection_id": ROOM, "client_id": client_id, "body": "hello"}
+    ]
+
+    page.evaluate("last().drop(1012)")  # a deploy: no ack, no echo
+    assert page.evaluate("seen('status').at(-1)")["state"] == "reconnecting"
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    answer_join(page, {})
+    # Not recovered: history again, and the unacked send once more, same client_id.
+    assert page.evaluate("frames('join')") == [{"type": "join", "connection_id": ROOM}]
+    assert page.evaluate("frames('history').length") == 1
+    assert page.evaluate("frames('send')") == [
+        {"type": "send", "connection_id": ROOM, "client_id": client_id, "body": "hello"}
+    ]
+    history(page, [1])
+
+    ack = (
+        f"{{type: 'ack', client_id: '{client_id}', id: '01M0002', ts: '2030-01-01T00:00:01.000Z'}}"
+    )
+    deliver(page, ack)
+    deliver(page, ack)  # a repeated ack changes nothing
+    assert page.evaluate("client.pending()") == []
+    assert page.evaluate("bodies()") == ["m1", "hello"]  # the lost echo, rebuilt from the ack
+    assert page.evaluate("seen('ack').map((a) => [a.clientId, a.id])") == [[client_id, "01M0002"]]
+    deliver(page, "msg(2, {sender: {id: 'u1', name: 'Alice'}, body: 'hello'})")  # late echo
+    assert page.evaluate("bodies()") == ["m1", "hello"]
+
+
+def test_send_errors_are_retried_or_dropped_by_code(page):
+    connect(page, joined={})
+    history(page, [])
+    retried = page.evaluate("client.send(ROOM, 'keep').clientId")
+    dropped = page.evaluate("client.send(ROOM, 'x'.repeat(5000)).clientId")
+
+    deliver(page, f"{{type: 'error', code: 'not_stored', message: 'resend', ref: '{retried}'}}")
+    deliver(page, f"{{type: 'error', code: 'body_too_long', message: 'long', ref: '{dropped}'}}")
+    page.wait_for_function("frames('send').length === 3", timeout=5000)  # after a backoff
+    assert page.evaluate("frames('send').at(-1).client_id") == retried
+    assert page.evaluate("client.pending().map((p) => p.clientId)") == [retried]
+    errors = page.evaluate("seen('error').map((e) => [e.code, e.willRetry])")
+    assert errors == [["not_stored", True], ["body_too_long", False]]
+
+
+def test_close_codes_4401_refreshes_the_token_and_4403_stops(page):
+    connect(page, joined={}, options="{getToken: async () => 't2'}")
+    page.evaluate("last().drop(4401)")
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    assert page.evaluate("last().sent[0]") == {"type": "auth", "token": "t2"}
+    answer_join(page, {})
+
+    page.evaluate("last().drop(4403)")
+    page.wait_for_timeout(300)
+    assert page.evaluate("sockets.length") == 2  # never reconnects
+    assert page.evaluate("seen('status').at(-1)") == {"state": "stopped", "code": 4403}
+    assert page.evaluate("client.state") == "stopped"
+
+
+@pytest.mark.parametrize("code", [1001, 1006, 1009, 1012, 4408, 4429])
+def test_other_close_codes_reconnect_with_backoff(page, code):
+    connect(page, joined={"seq": 0, "epoch": "e1"})
+    page.evaluate(f"last().drop({code})")
+    status = page.evaluate("seen('status').at(-1)")
+    assert status["state"] == "reconnecting" and status["code"] == code
+    if code == 4429:  # flooding: a longer wait first (afterFlood is 10 ms in the harness)
+        assert status["delay"] >= 10
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    answer_join(page, {"seq": 0, "epoch": "e1", "recovered": True})
+    assert page.evaluate("frames('join')") == [
+        {"type": "join", "connection_id": ROOM, "since": 0, "epoch": "e1"}
+    ]
