@@ -58,7 +58,7 @@ async def close_all_sockets(code: int = CLOSE_RESTART, *, spread_seconds: float 
     clients reconnect elsewhere spread out, not all in the same second; until
     then it keeps chatting.
     """
-    consumers = list(_live)
+    consumers = [consumer for consumer in _live if not consumer.closed]
 
     async def close_later(consumer):
         await asyncio.sleep(random.uniform(0, spread_seconds))  # noqa: S311

@@ -121,12 +121,14 @@ class RoomFeed:
         while True:
             if recovered and upto < self.seq:
                 tail = await self.stream.tail(self.connection_id, upto)
-                if tail.epoch != self.epoch or tail.entries is None:
+                if tail.epoch != epoch or tail.entries is None:
                     recovered = False
                 else:
                     fetched.update((entry.seq, entry.frame) for entry in tail.entries)
                     upto = max(upto, tail.seq)
             async with self.lock:
+                # A resync while we read changes the epoch: then nothing is replayed.
+                recovered = recovered and self.epoch == epoch
                 if recovered and upto < self.seq:
                     continue  # the feed moved on while we read: read the rest
                 if recovered:
