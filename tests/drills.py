@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import websockets
 from tests.conftest import free_port
 from tests.servers import ServerProcess
 
-FAULTS = ("pubsub_kill", "redis_restart", "sigterm", "sigkill")
+FAULTS = ("pubsub_kill", "redis_restart", "redis_wipe", "sigterm", "sigkill")
 
 
 class PrivateRedis:
@@ -77,8 +78,11 @@ class PrivateRedis:
         )
         return result.stdout.strip()
 
-    def restart(self, *, down_seconds: float = 0.5) -> None:
+    def restart(self, *, down_seconds: float = 0.5, keep_data: bool = True) -> None:
         self.stop()
+        if not keep_data:  # a failover to a replica that had nothing
+            for path in self.directory.glob("appendonly*"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         time.sleep(down_seconds)
         self.start()
 
@@ -307,6 +311,8 @@ def inject(fault: str, stack: Stack) -> None:
         stack.redis.kill_pubsub()
     elif fault == "redis_restart":
         stack.redis.restart()
+    elif fault == "redis_wipe":
+        stack.redis.restart(keep_data=False)
     elif fault == "sigterm":
         stack.servers[0].process.send_signal(signal.SIGTERM)
     elif fault == "sigkill":

@@ -66,6 +66,7 @@ class Command(BaseCommand):
         env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env.update(AWS_ENDPOINT_URL=endpoint, DEBUG="true")
         env.setdefault("LOG_FORMAT", "console")
+        env.setdefault("CHAT_DRAIN_SECONDS", "1")  # Ctrl-C should not take a deploy's drain
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
         settings.AWS_ENDPOINT_URL = endpoint
         queue_url, _ = provision.ensure_queue(clients.sqs(), QUEUE_NAME)
