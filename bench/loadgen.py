@@ -137,6 +137,7 @@ async def lecture(cfg):
             delivered=tally.received,
             lost=expected - tally.received,
             rejected=len(sender.errors),
+            error_codes=sorted(set(sender.errors)),
             acked=sender.acks,
             deliveries_per_s=round(tally.received / elapsed),
             p50_ms=percentile(tally.latencies, 0.5),
