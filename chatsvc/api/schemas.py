@@ -5,12 +5,23 @@ from typing import Literal
 from ninja import Field, Schema
 from pydantic import field_validator
 
+from chatsvc.core.text import unstorable_in
+
 MAX_METADATA_BYTES = 4096
+
+
+def _storable(value):
+    # PostgreSQL refuses NUL, SQS control characters and lone surrogates.
+    if unstorable_in(value):
+        raise ValueError("must not contain control characters or lone surrogates")
+    return value
 
 
 class ConnectionIn(Schema):
     title: str = Field("", max_length=200)
     metadata: dict = Field(default_factory=dict)
+
+    _plain_text = field_validator("title", "metadata")(_storable)
 
     @field_validator("metadata")
     @classmethod
@@ -35,6 +46,8 @@ class TokenIn(Schema):
     connection_ids: list[str] = Field(min_length=1, max_length=100)
     role: Literal["member", "moderator"] = "member"
     ttl_seconds: int = Field(3600, ge=60, le=86400)
+
+    _plain_text = field_validator("user_id", "name", "connection_ids")(_storable)
 
 
 class HistoryQuery(Schema):

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_TOO_LARGE = 1009
 CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
 CLOSE_NO_AUTH = 4408
 CLOSE_FLOOD = 4429
 FLOOD_STRIKES = 20
@@ -112,13 +113,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.closed:
             return
+        if self.user is None:
+            await self._receive_first(text_data)
+            return
         if text_data is None:
             await self._error(FrameError("bad_frame", "binary frames are not supported"))
             return
         if len(text_data.encode()) > self._max_frame_bytes():
             await self._close(CLOSE_TOO_LARGE)
             return
-        if self.user is not None and not self.bucket.take():
+        if not self.bucket.take():
             ref = reference_of(text_data)  # so the client knows which send to retry
             await self._error(FrameError("rate_limited", "too many frames; slow down", ref))
             if self.strikes.add():
@@ -129,8 +133,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._dispatch(frame)
         except FrameError as error:
             await self._error(error)
-            if self.user is None:  # the first frame must be a valid auth
-                await self._close(tokens.CLOSE_BAD_TOKEN)
         except OUTAGES as exc:
             logger.warning("frame failed: a backend is unavailable", extra={"error": str(exc)})
             ref = reference_of(text_data)
@@ -140,13 +142,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("frame handling failed")
             await self._error(FrameError("internal", "the server could not handle this frame"))
 
-    async def _dispatch(self, frame: ClientFrame) -> None:
-        if self.user is None:
-            if frame.type != "auth":
-                await self._close(tokens.CLOSE_BAD_TOKEN)
+    async def _receive_first(self, text_data: str | None) -> None:
+        """Before authentication one frame decides: a valid `auth`, or one error and 4401.
+
+        An unauthenticated socket never gets a second chance to make the
+        server work or log (binary, oversized, malformed or failing frames).
+        """
+        try:
+            if text_data is None:
+                raise FrameError("bad_frame", "the first frame must be a text auth frame")
+            if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+                await self._close(CLOSE_TOO_LARGE)
                 return
+            frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
+            if frame.type != "auth":
+                raise FrameError("not_authenticated", "the first frame must be auth")
             await self._auth(frame)
             return
+        except FrameError as error:
+            await self._error(error)
+            code = tokens.CLOSE_BAD_TOKEN
+        except OUTAGES as exc:
+            logger.warning("auth failed: a backend is unavailable", extra={"error": str(exc)})
+            await self._error(FrameError("unavailable", "temporarily unavailable; reconnect"))
+            code = CLOSE_TRY_LATER
+        except Exception:
+            logger.exception("auth frame handling failed")
+            await self._error(FrameError("internal", "the server could not handle this frame"))
+            code = CLOSE_TRY_LATER
+        await self._close(code)
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
         handler = getattr(self, f"on_{frame.type}")
         await handler(frame)
 

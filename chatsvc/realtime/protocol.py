@@ -7,6 +7,7 @@ with a stable error code; the socket stays open on every FrameError.
 import json
 from dataclasses import dataclass
 
+from chatsvc.core.text import is_storable
 from chatsvc.core.ulid import is_ulid
 
 MAX_CLIENT_ID = 64
@@ -48,11 +49,20 @@ class ClientFrame:
             raise AttributeError(name) from None
 
 
-def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
+def _decode(text: str):
+    """The frame's JSON, or FrameError: also for nesting or numbers too large to decode."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise FrameError("bad_json", f"frame is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise FrameError("bad_json", "frame is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise FrameError("bad_json", "frame holds a value too large to decode") from exc
+
+
+def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
+    data = _decode(text)
     if not isinstance(data, dict):
         raise FrameError("bad_frame", "frame must be a JSON object")
     kind = data.get("type")
@@ -79,8 +89,8 @@ def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
 def reference_of(text: str) -> str | None:
     """What an error about this raw frame refers to, if it can be told."""
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = _decode(text)
+    except FrameError:
         return None
     return _ref_of(data) if isinstance(data, dict) else None
 
@@ -99,11 +109,21 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
     if cid is not None and not is_ulid(cid):
         raise FrameError("not_found", "no such room", ref)
     if kind == "send":
-        if not 0 < len(values["client_id"]) <= MAX_CLIENT_ID:
-            raise FrameError("bad_frame", f"client_id must be 1 to {MAX_CLIENT_ID} characters", ref)
+        client_id = values["client_id"]
+        if not 0 < len(client_id) <= MAX_CLIENT_ID or not is_storable(client_id):
+            raise FrameError(
+                "bad_frame", f"client_id must be 1 to {MAX_CLIENT_ID} plain characters", ref
+            )
         body = values["body"]
         if not body.strip():
             raise FrameError("bad_frame", "body must not be empty", ref)
+        if not is_storable(body):
+            raise FrameError(
+                "bad_frame",
+                "body contains characters that cannot be stored "
+                "(control characters or lone surrogates)",
+                ref,
+            )
         if len(body) > max_body_chars:
             raise FrameError("body_too_long", f"body exceeds {max_body_chars} characters", ref)
     if kind == "join":

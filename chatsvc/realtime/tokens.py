@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
+from chatsvc.core.text import is_storable
 from chatsvc.tenants.models import Tenant, TenantKey
 from chatsvc.tenants.selectors import signing_secret_for
 
@@ -119,6 +120,8 @@ def _user_from_claims(claims: dict, key: TenantKey) -> ChatUser:
         raise TokenRejected("sub must be a string of 1 to 128 characters")
     if not isinstance(name, str) or len(name) > 200:
         raise TokenRejected("name must be a string of at most 200 characters")
+    if not is_storable(sub) or not is_storable(name):
+        raise TokenRejected("sub and name must not hold control characters or lone surrogates")
     if not isinstance(cids, list) or not all(isinstance(c, str) for c in cids):
         raise TokenRejected("cids must be a list of ConnectionIds")
     if role not in ROLES:

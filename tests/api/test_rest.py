@@ -1,5 +1,7 @@
 """REST API v1 through Django's test client, with real SQLite/PostgreSQL."""
 
+import json
+
 import jwt
 import pytest
 
@@ -96,6 +98,29 @@ def test_bad_bodies_are_422_with_field_details(api):
 
     response = api("post", "/connections", {"metadata": {"blob": "x" * 5000}})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/connections", {"title": "nul\u0000"}, "title"),
+        ("/connections", {"metadata": {"course": ["ok", "nul\u0000"]}}, "metadata"),
+        ("/connections", {"metadata": {"key\u0000": 1}}, "metadata"),
+        ("/tokens", {"user_id": "u\ud800", "connection_ids": ["*"]}, "user_id"),
+        ("/tokens", {"user_id": "u1", "name": "bell\u0007", "connection_ids": ["*"]}, "name"),
+    ],
+    ids=["title-nul", "metadata-nul", "metadata-key-nul", "user-surrogate", "name-bell"],
+)
+def test_text_no_store_accepts_is_a_422_not_a_500(client, acme, path, body, field):
+    """NUL reaches PostgreSQL as a 500; control characters and surrogates break SQS."""
+    response = client.post(
+        f"/api/v1{path}",
+        json.dumps(body),  # ensure_ascii: sent as the escapes \u0000, \ud800, \u0007
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {acme.api_key}"},
+    )
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["details"][0]["loc"][-1] == field
 
 
 def test_minted_tokens_verify_and_carry_the_claims(api, acme):

@@ -78,6 +78,15 @@ def forged(issued, **claims):
             ),
             id="lifetime-over-24h",
         ),
+        pytest.param(
+            lambda w: jwt.encode(
+                forged(w.acme, sub="user\u0000", name="x"),
+                w.acme.signing_secret,
+                algorithm="HS256",
+                headers={"kid": w.acme.key.key_id},
+            ),
+            id="sub-not-storable",
+        ),
         pytest.param(lambda w: "not.a.jwt", id="garbage"),
         pytest.param(lambda w: 42, id="not-a-string"),
     ],
@@ -192,6 +201,8 @@ async def test_send_to_a_room_not_joined_names_the_client_id(world, connect):
             '{"type": "history", "connection_id": "01M8BPJBQT841DKEDQYC4XZ3AJ", "limit": 0}',
             "bad_frame",
         ),
+        ("[" * 5000 + "]" * 5000, "bad_json"),  # deeper than the decoder recurses
+        ('{"type": "ping", "n": ' + "9" * 5000 + "}", "bad_json"),  # past int digit limit
     ],
 )
 async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(world, connect, raw, code):
@@ -218,6 +229,37 @@ async def test_body_limits(world, connect, settings):
     assert (await client.expect("error"))["code"] == "bad_frame"
     await client.send(send_frame(room, client_id="c" * 65))
     assert (await client.expect("error"))["code"] == "bad_frame"
+
+
+@pytest.mark.parametrize(
+    "body",  # JSON escapes, as a client would send them
+    [r"lone \ud800 surrogate", r"bell \u0007", r"nul \u0000", r"not a character \ufffe"],
+    ids=["surrogate", "bell", "nul", "noncharacter"],
+)
+async def test_bodies_a_store_would_refuse_are_bad_frames_and_never_queued(world, connect, body):
+    room = world.room.connection_id
+    client = await connect(factories.token_for(world.acme), room=room)
+    await client.send(
+        f'{{"type": "send", "connection_id": "{room}", "client_id": "c1", "body": "{body}"}}'
+    )
+    error = await client.expect("error")
+    assert error["code"] == "bad_frame" and error["ref"] == "c1"
+    await client.send(send_frame(room, client_id="c2", body="fine"))
+    assert (await client.expect("ack", skip=("message", "presence")))["client_id"] == "c2"
+    assert [m["body"] for m in queued_bodies(world.aws)] == ["fine"]
+
+
+async def test_unauthenticated_sockets_get_one_error_then_4401(world, connect, caplog):
+    """A socket that has not authenticated cannot make the server log or work twice."""
+    for first in ("[" * 5000, '{"type": "ping"}', b"\x00\x01"):
+        client = await connect()
+        if isinstance(first, bytes):
+            await client.comm.send_to(bytes_data=first)
+        else:
+            await client.send(first)
+        assert (await client.recv())["type"] == "error"
+        assert await client.recv() == {"type": "__closed__", "code": 4401}
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_binary_frames_are_rejected(world, connect):
