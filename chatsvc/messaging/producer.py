@@ -118,15 +118,22 @@ class SqsProducer:
 
     async def _deliver(self, batch: list[_Pending]) -> None:
         async with self._slots:
-            while batch:
-                batch = await self._attempt(batch)
-                if batch:
-                    delay = self.base_backoff * 2 ** (batch[0].attempts - 1)
-                    await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+            batches, first = [batch], True
+            while batches:
+                batch = batches.pop(0)
+                if not first:
                     self._calls += 1
+                first = False
+                retry, split = await self._attempt(batch)
+                if split:  # SQS refused the whole call: find the culprit, spare the others
+                    batches.extend([pending] for pending in batch)
+                elif retry:
+                    delay = self.base_backoff * 2 ** (retry[0].attempts - 1)
+                    await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+                    batches.append(retry)
 
-    async def _attempt(self, batch: list[_Pending]) -> list[_Pending]:
-        """One SendMessageBatch; returns the entries to try again."""
+    async def _attempt(self, batch: list[_Pending]) -> tuple[list[_Pending], bool]:
+        """One SendMessageBatch; returns (entries to try again, whether to send them singly)."""
         entries = [{"Id": str(i), "MessageBody": p.body} for i, p in enumerate(batch)]
         for pending in batch:
             pending.attempts += 1
@@ -135,8 +142,12 @@ class SqsProducer:
                 self.client.send_message_batch, QueueUrl=self.queue_url, Entries=entries
             )
         except (BotoCoreError, ClientError) as exc:
+            if len(batch) > 1 and _refused_request(exc):
+                for pending in batch:
+                    pending.attempts -= 1  # not their fault yet
+                return batch, True
             failed = {str(i): str(exc) for i in range(len(batch))}
-            retryable = set(failed)
+            retryable = set(failed) if not _refused_request(exc) else set()
         else:
             for ok in response.get("Successful", []):
                 _resolve(batch[int(ok["Id"])].future)
@@ -160,7 +171,18 @@ class SqsProducer:
                     extra={"attempts": pending.attempts, "reason": reason},
                 )
                 _reject(pending.future, EnqueueFailed(reason))
-        return retry
+        return retry, False
+
+
+THROTTLING = frozenset({"RequestThrottled", "ThrottlingException", "Throttling"})
+
+
+def _refused_request(exc: Exception) -> bool:
+    """SQS refused the request itself (4xx, not throttling): sending it again cannot help."""
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+    return 400 <= status < 500 and exc.response.get("Error", {}).get("Code") not in THROTTLING
 
 
 def _resolve(future: asyncio.Future) -> None:

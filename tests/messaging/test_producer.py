@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chatsvc.aws import clients
 from chatsvc.messaging.producer import EnqueueFailed, SqsProducer
@@ -101,3 +102,37 @@ async def test_close_flushes_what_is_pending(aws):
     await producer.close()
     await asyncio.gather(*sends)
     assert len(queued(aws)) == 12
+
+
+class RefusingClient:
+    """SQS refusing a whole SendMessageBatch call (HTTP 400) when one entry is invalid."""
+
+    def __init__(self):
+        self.real = clients.sqs()
+
+    def send_message_batch(self, *, QueueUrl, Entries):
+        if any("poison" in entry["MessageBody"] for entry in Entries):
+            raise ClientError(
+                {
+                    "Error": {"Code": "InvalidMessageContents", "Message": "invalid characters"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "SendMessageBatch",
+            )
+        return self.real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+
+async def test_a_refused_batch_fails_only_the_entry_sqs_refuses(aws):
+    producer = SqsProducer(client=RefusingClient(), queue_url=aws.queue_url)
+    first = asyncio.ensure_future(producer.send("first"))  # goes out alone, at once
+    bodies = ["a", "b", "poison", "c", "d"]
+    results = await asyncio.gather(*(producer.send(b) for b in bodies), return_exceptions=True)
+    await first
+    assert [type(r).__name__ for r in results] == [
+        "NoneType",
+        "NoneType",
+        "EnqueueFailed",
+        "NoneType",
+        "NoneType",
+    ]
+    assert queued(aws) == ["a", "b", "c", "d", "first"]
