@@ -3,11 +3,15 @@
 ALB health checks address the task by IP, which ALLOWED_HOSTS cannot list;
 these two paths carry no data worth protecting, so they bypass it.
 /healthz: the process is alive (no dependencies). /readyz: database, Redis
-and SQS are reachable.
+and SQS are reachable. Anyone can call them, so /readyz answers with a status
+only (what failed, and why, goes to the log), and its checks run at most once
+per READY_CACHE_SECONDS per process, however often it is called.
 """
 
 import asyncio
 import json
+import logging
+import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -15,7 +19,11 @@ from django.db import close_old_connections, connection
 
 from chatsvc.aws import clients
 
+logger = logging.getLogger(__name__)
+
 CHECK_TIMEOUT_SECONDS = 3
+READY_CACHE_SECONDS = 5
+_last: dict = {}  # what was checked (settings) -> (monotonic time, ready)
 
 
 def _check_database() -> None:
@@ -29,13 +37,9 @@ def _check_database() -> None:
 async def _check_redis() -> None:
     if not settings.REDIS_URL:
         return
-    import redis.asyncio as aioredis
+    from chatsvc.messaging import runtime
 
-    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
+    await runtime.room_stream().redis.ping()  # the pool the service uses, not a new connection
 
 
 async def _check_sqs() -> None:
@@ -48,7 +52,7 @@ async def _check_sqs() -> None:
     )
 
 
-async def readiness() -> tuple[bool, dict]:
+async def _check_all() -> bool:
     checks = {
         "database": sync_to_async(_check_database, thread_sensitive=False)(),
         "redis": _check_redis(),
@@ -58,13 +62,25 @@ async def readiness() -> tuple[bool, dict]:
         *(asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS) for check in checks.values()),
         return_exceptions=True,
     )
-    report = {
-        name: "ok" if result is None else f"error: {type(result).__name__}: {result}"[:300]
+    failing = {
+        name: f"{type(result).__name__}: {result}"[:300]
         for name, result in zip(checks, results, strict=True)
+        if result is not None
     }
-    if not settings.REDIS_URL:
-        report["redis"] = "not configured (in-memory channel layer)"
-    return all(result is None for result in results), report
+    if failing:
+        logger.warning("not ready", extra={"failing": failing})
+    return not failing
+
+
+async def readiness() -> bool:
+    key = (settings.DATABASES["default"]["NAME"], settings.REDIS_URL, settings.CHAT_QUEUE_URL)
+    checked = _last.get(key)
+    if checked is not None and time.monotonic() - checked[0] < READY_CACHE_SECONDS:
+        return checked[1]
+    ready = await _check_all()
+    _last.clear()
+    _last[key] = (time.monotonic(), ready)
+    return ready
 
 
 async def _respond(send, status: int, body: dict) -> None:
@@ -84,11 +100,9 @@ class HealthProbes:
         if scope["type"] == "http" and scope["path"] == "/healthz":
             await _respond(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and scope["path"] == "/readyz":
-            ready, report = await readiness()
+            ready = await readiness()
             await _respond(
-                send,
-                200 if ready else 503,
-                {"status": "ok" if ready else "unavailable", "checks": report},
+                send, 200 if ready else 503, {"status": "ok" if ready else "unavailable"}
             )
         else:
             await self.app(scope, receive, send)
