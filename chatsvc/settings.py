@@ -147,6 +147,9 @@ CHAT_SQS_MAX_ATTEMPTS = env_int("CHAT_SQS_MAX_ATTEMPTS", 5)
 CHAT_SEND_DEADLINE_SECONDS = env_int("CHAT_SEND_DEADLINE_SECONDS", 10)
 CHAT_SEND_BACKLOG = env_int("CHAT_SEND_BACKLOG", 5000)
 CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
+# Every web process re-checks its sockets' keys, tenants and rooms this often
+# (revocations that bypassed the model signals: QuerySet.update, raw SQL).
+CHAT_REVALIDATE_SECONDS = env_int("CHAT_REVALIDATE_SECONDS", 30)
 # The replay window of each room (resume after reconnect, gap repair, history
 # not yet in DynamoDB): at least the last N messages or the last S seconds,
 # whichever is more, never more than the maximum.

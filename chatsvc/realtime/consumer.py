@@ -15,10 +15,11 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
-from chatsvc.realtime import events, tokens
+from chatsvc.realtime import events, revocation, tokens
 from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
@@ -50,6 +51,12 @@ def _joinable_room(user: tokens.ChatUser, connection_id: str):
 
 
 _live: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
+# One revalidation sweep per event loop (chatsvc.realtime.revocation).
+_sweeps = PerLoop(
+    lambda: asyncio.create_task(
+        revocation.sweep_forever(_live, settings.CHAT_REVALIDATE_SECONDS), name="revalidate"
+    )
+)
 
 
 async def close_all_sockets(code: int = CLOSE_RESTART, *, spread_seconds: float = 0) -> None:
@@ -187,6 +194,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.deadline.cancel()
         self.user = user
+        _sweeps.get()
         await hub().join(events.tenant_group(user.tenant.id), self)  # disable/revoke reach us
         rate = user.tenant.messages_per_second
         self.bucket = TokenBucket(rate=rate, burst=max(5, 2 * rate))

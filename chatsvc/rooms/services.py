@@ -2,11 +2,9 @@
 
 import logging
 
-from django.db import transaction
 from django.utils import timezone
 
 from chatsvc.messaging import runtime
-from chatsvc.realtime import events
 from chatsvc.rooms.models import Room
 from chatsvc.streams import StreamUnavailable
 from chatsvc.tenants.models import Tenant
@@ -28,7 +26,5 @@ def close_room(*, room: Room) -> Room:
     if room.is_open:
         room.status = Room.Status.CLOSED
         room.closed_at = timezone.now()
-        room.save(update_fields=["status", "closed_at"])
-        connection_id = room.connection_id
-        transaction.on_commit(lambda: events.room_closed(connection_id))
+        room.save(update_fields=["status", "closed_at"])  # members leave: realtime.revocation
     return room

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from chatsvc.realtime import events
 from chatsvc.tenants import secrets
 from chatsvc.tenants.models import Tenant, TenantKey
 
@@ -61,18 +60,15 @@ def rotate_key(*, tenant: Tenant, revoke_others: bool = False) -> IssuedKey:
 
 
 def revoke_key(*, key: TenantKey) -> None:
-    """Revoke a key; sockets signed in with its tokens are closed at once."""
+    """Revoke a key; sockets signed in with its tokens are closed at once
+    (chatsvc.realtime.revocation, on every save)."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        tenant_id, key_id = key.tenant_id, key.key_id
-        transaction.on_commit(lambda: events.key_revoked(tenant_id, key_id))
 
 
 def set_active(*, tenant: Tenant, active: bool) -> None:
-    """(De)activate a tenant; deactivation closes all its sockets at once."""
+    """(De)activate a tenant; deactivation closes all its sockets at once
+    (chatsvc.realtime.revocation, on every save)."""
     tenant.is_active = active
     tenant.save(update_fields=["is_active"])
-    if not active:
-        tenant_id = tenant.id
-        transaction.on_commit(lambda: events.tenant_disabled(tenant_id))

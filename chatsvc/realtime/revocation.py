@@ -1,0 +1,123 @@
+"""Live sockets lose access the moment their tenant, key or room does, whatever the path.
+
+Two mechanisms, one job:
+* Model signals: every save or delete through the ORM (services, admin forms,
+  admin actions and bulk delete, management commands, cascades) publishes
+  the event after the transaction commits, and every web process closes the
+  affected sockets at once.
+* A sweep: every CHAT_REVALIDATE_SECONDS each web process checks, in one
+  query per kind, that the keys, tenants and rooms its sockets use are still
+  valid. It catches what signals cannot see: QuerySet.update() and raw SQL,
+  and a management command in local mode, whose in-memory channel layer
+  reaches no other process.
+"""
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save, pre_delete
+
+from chatsvc.realtime import events
+from chatsvc.rooms.models import Room
+from chatsvc.tenants.models import Tenant, TenantKey
+
+logger = logging.getLogger(__name__)
+
+
+def _after_commit(publish, *args) -> None:
+    transaction.on_commit(lambda: _publish(publish, *args))
+
+
+def _publish(publish, *args) -> None:
+    try:
+        publish(*args)
+    except Exception:  # the sweep closes them a little later
+        logger.exception("revocation event not published", extra={"event": publish.__name__})
+
+
+def tenant_saved(sender, instance: Tenant, **kwargs) -> None:
+    if not instance.is_active:
+        _after_commit(events.tenant_disabled, instance.id)
+
+
+def tenant_deleted(sender, instance: Tenant, **kwargs) -> None:
+    _after_commit(events.tenant_disabled, instance.id)
+
+
+def key_saved(sender, instance: TenantKey, **kwargs) -> None:
+    if not instance.is_active:
+        _after_commit(events.key_revoked, instance.tenant_id, instance.key_id)
+
+
+def key_deleted(sender, instance: TenantKey, **kwargs) -> None:
+    _after_commit(events.key_revoked, instance.tenant_id, instance.key_id)
+
+
+def room_saved(sender, instance: Room, **kwargs) -> None:
+    if not instance.is_open:
+        _after_commit(events.room_closed, instance.connection_id)
+
+
+def room_deleted(sender, instance: Room, **kwargs) -> None:
+    _after_commit(events.room_closed, instance.connection_id)
+
+
+def connect_signals() -> None:
+    post_save.connect(tenant_saved, sender=Tenant, dispatch_uid="revoke-tenant-saved")
+    # pre_delete: published before the cascade's key deletions, so sockets get 4403 (stop).
+    pre_delete.connect(tenant_deleted, sender=Tenant, dispatch_uid="revoke-tenant-deleted")
+    post_save.connect(key_saved, sender=TenantKey, dispatch_uid="revoke-key-saved")
+    post_delete.connect(key_deleted, sender=TenantKey, dispatch_uid="revoke-key-deleted")
+    post_save.connect(room_saved, sender=Room, dispatch_uid="revoke-room-saved")
+    post_delete.connect(room_deleted, sender=Room, dispatch_uid="revoke-room-deleted")
+
+
+# --- the sweep -------------------------------------------------------------------------
+
+
+def _still_valid(key_ids: set[str], tenant_ids: set[str], room_ids: set[str]):
+    keys = set(
+        TenantKey.objects.filter(key_id__in=key_ids, revoked_at=None).values_list(
+            "key_id", flat=True
+        )
+    )
+    tenants = set(
+        Tenant.objects.filter(id__in=tenant_ids, is_active=True).values_list("id", flat=True)
+    )
+    rooms = set(
+        Room.objects.filter(connection_id__in=room_ids, status=Room.Status.OPEN).values_list(
+            "connection_id", flat=True
+        )
+    )
+    return keys, tenants, rooms
+
+
+async def sweep(sockets) -> None:
+    """Close or remove from rooms the sockets whose access is gone."""
+    sockets = [s for s in sockets if s.user is not None and not s.closed]
+    if not sockets:
+        return
+    keys, tenants, rooms = await database_sync_to_async(_still_valid)(
+        {s.user.key_id for s in sockets},
+        {s.user.tenant.id for s in sockets},
+        {room for s in sockets for room in s.rooms},
+    )
+    for socket in sockets:
+        if socket.user.tenant.id not in tenants:
+            await socket.on_tenant_disabled()
+        elif socket.user.key_id not in keys:
+            await socket.on_key_revoked(socket.user.key_id)
+        else:
+            for room in set(socket.rooms) - rooms:
+                await socket.on_room_closed(room)
+
+
+async def sweep_forever(live, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sweep(list(live))
+        except Exception:
+            logger.exception("revalidation sweep failed")
