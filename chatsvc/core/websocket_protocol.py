@@ -44,6 +44,13 @@ class _LastFrame:
 
 
 class ChatWebSocketProtocol(WebSocketProtocol):
+    def _connectionMade(self):
+        super()._connectionMade()
+        # A frame above the hard cap gets the closing handshake with 1009, like
+        # every other oversized frame, instead of a dropped TCP connection
+        # (1006 for the client, and no reason it can act on).
+        self.failByDrop = False
+
     def serverClose(self, code=None):
         if code in SERVER_CLOSE_CODES and self.state == self.STATE_OPEN:
             self.sendCloseFrame(code=code, isReply=False)

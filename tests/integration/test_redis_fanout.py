@@ -100,3 +100,19 @@ async def test_a_real_server_closes_oversized_frames_with_1009(chat):
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await ada.expect("never", timeout=10)
     assert closed.value.rcvd.code == 1009
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+async def test_frames_above_the_servers_hard_cap_close_1009_not_drop(chat, authenticated):
+    """2 MiB is 8 x the pre-auth limit: Autobahn refuses it before the consumer sees it."""
+    issued, room, first, _ = chat
+    if authenticated:
+        socket = (await Peer.join(first, factories.token_for(issued), room)).socket
+    else:
+        socket = await websockets.connect(first.ws_url)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await socket.send("x" * (2 * 1024 * 1024))
+        async with asyncio.timeout(10):
+            while True:
+                await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
