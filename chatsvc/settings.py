@@ -140,6 +140,8 @@ CHAT_TABLE_NAME = env_str("CHAT_TABLE_NAME", "chatsvc-messages")
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_MAX_BODY_CHARS = env_int("CHAT_MAX_BODY_CHARS", 4000)
 CHAT_AUTH_TIMEOUT_SECONDS = env_int("CHAT_AUTH_TIMEOUT_SECONDS", 10)
+# A connection must send its request headers within this (slowloris).
+CHAT_HEADER_TIMEOUT_SECONDS = env_int("CHAT_HEADER_TIMEOUT_SECONDS", 10)
 CHAT_MAX_ROOMS_PER_SOCKET = env_int("CHAT_MAX_ROOMS_PER_SOCKET", 50)
 CHAT_SQS_MAX_ATTEMPTS = env_int("CHAT_SQS_MAX_ATTEMPTS", 5)
 # A send not accepted by SQS within this many seconds gets `not_stored`; past

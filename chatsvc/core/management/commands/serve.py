@@ -40,9 +40,10 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from chatsvc.asgi import application
-        from chatsvc.core import websocket_protocol
+        from chatsvc.core import http_guard, websocket_protocol
 
         websocket_protocol.install()
+        http_guard.install(settings.CHAT_HEADER_TIMEOUT_SECONDS)
 
         class DrainingServer(Server):
             def listen_success(self, listening_port):
