@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "chatsvc.core"
     label = "core"
+
+    def ready(self):
+        from chatsvc.core import startup  # noqa: F401 - registers the deploy check

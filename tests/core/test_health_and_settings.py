@@ -81,6 +81,27 @@ def test_production_refuses_insecure_defaults(settings):
         assert_safe_for_production()
 
 
+@pytest.mark.parametrize("command", [["check", "--deploy"], ["consume_queue", "--once"]])
+def test_check_deploy_and_the_worker_refuse_the_development_key(command):
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": "insecure-local-development-key-never-use-in-production",
+        "ALLOWED_HOSTS": "chat.example.edu",
+        "CHAT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/chat",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set to a random value" in result.stdout + result.stderr
+
+
 def test_check_deploy_is_clean_with_production_settings():
     env = {
         **os.environ,

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from chatsvc.aws import clients
+from chatsvc.core.startup import assert_safe_for_production
 from chatsvc.messaging import worker
 
 logger = logging.getLogger("chatsvc.messaging.worker")
@@ -60,6 +61,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        assert_safe_for_production()
         try:
             worker_options = worker.WorkerOptions(
                 queue_url=settings.CHAT_QUEUE_URL,
