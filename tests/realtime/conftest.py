@@ -12,8 +12,10 @@ from tests import factories
 class Client:
     """A WebSocket client speaking protocol v1 to the in-process ASGI app."""
 
-    def __init__(self, origin: str | None = None):
-        headers = [(b"origin", origin.encode())] if origin else []
+    def __init__(self, origin: str | None = None, host: str = "127.0.0.1:8000"):
+        headers = [(b"host", host.encode())]
+        if origin:
+            headers.append((b"origin", origin.encode()))
         self.comm = WebsocketCommunicator(application, "/ws/v1/", headers=headers)
 
     async def open(self):

@@ -24,6 +24,17 @@ def send_frame(room, client_id="c1", body="hi"):
 # --- authentication ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("host", ["evil.example.com", "", "127.0.0.1.evil.example:80"])
+async def test_the_websocket_handshake_obeys_allowed_hosts(world, host):
+    from channels.testing import WebsocketCommunicator
+
+    from chatsvc.asgi import application
+
+    communicator = WebsocketCommunicator(application, "/ws/v1/", headers=[(b"host", host.encode())])
+    connected, code = await communicator.connect()
+    assert not connected and code == 4403
+
+
 async def test_first_frame_must_be_auth(world, connect):
     client = await connect()
     await client.send({"type": "join", "connection_id": world.room.connection_id})
