@@ -7,6 +7,7 @@ Python str and which no UTF-8 encoder accepts).
 """
 
 import re
+import unicodedata
 
 _NOT_STORABLE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -24,3 +25,17 @@ def unstorable_in(value) -> bool:
     if isinstance(value, list):
         return any(unstorable_in(item) for item in value)
     return False
+
+
+# Letters and symbols that render as nothing (fillers); format characters
+# (category Cf: zero-width space and joiners, word joiner, BOM, bidi marks)
+# and white space are invisible too.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` would show as nothing at all."""
+    return all(
+        char.isspace() or char in _BLANK_GLYPHS or unicodedata.category(char) == "Cf"
+        for char in text
+    )

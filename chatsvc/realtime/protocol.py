@@ -7,7 +7,7 @@ with a stable error code; the socket stays open on every FrameError.
 import json
 from dataclasses import dataclass
 
-from chatsvc.core.text import is_storable
+from chatsvc.core.text import is_blank, is_storable
 from chatsvc.core.ulid import is_ulid
 
 MAX_CLIENT_ID = 64
@@ -115,8 +115,8 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
                 "bad_frame", f"client_id must be 1 to {MAX_CLIENT_ID} plain characters", ref
             )
         body = values["body"]
-        if not body.strip():
-            raise FrameError("bad_frame", "body must not be empty", ref)
+        if is_blank(body):
+            raise FrameError("bad_frame", "body must not be empty or invisible", ref)
         if not is_storable(body):
             raise FrameError(
                 "bad_frame",

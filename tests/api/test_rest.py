@@ -123,6 +123,36 @@ def test_text_no_store_accepts_is_a_422_not_a_500(client, acme, path, body, fiel
     assert response.json()["error"]["details"][0]["loc"][-1] == field
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("post", "/connections", "[]", 422, "invalid_request"),
+        ("post", "/connections", '["title"]', 422, "invalid_request"),
+        ("post", "/connections", "{not json", 400, "http_error"),
+        ("post", "/connections", '{"title": "' + "x" * 70_000 + '"}', 413, "too_large"),
+        ("get", "/no-such-endpoint", None, 404, "not_found"),
+        ("put", "/connections", "{}", 405, "method_not_allowed"),
+    ],
+    ids=["array", "array-of-strings", "bad-json", "too-large", "unknown-path", "wrong-method"],
+)
+def test_every_api_failure_has_the_json_error_shape(api, method, path, body, status, code, caplog):
+    response = api(method, path, body)
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["code"] == code
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_form_body_is_a_json_400(client, acme):
+    response = client.post(
+        "/api/v1/connections",
+        "title=x",
+        content_type="application/x-www-form-urlencoded",
+        headers={"Authorization": f"Bearer {acme.api_key}"},
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"]
+
+
 def test_minted_tokens_verify_and_carry_the_claims(api, acme):
     room = factories.room_for(acme)
     response = api(

@@ -236,8 +236,9 @@ async def test_body_limits(world, connect, settings):
         "message": "body exceeds 10 characters",
         "ref": "long",
     }
-    await client.send(send_frame(room, client_id="blank", body="   "))
-    assert (await client.expect("error"))["code"] == "bad_frame"
+    for invisible in ("   ", "\u200b\u200d\u2060", "\ufeff \u3164", "\u2800\n\t"):
+        await client.send(send_frame(room, client_id="blank", body=invisible))
+        assert (await client.expect("error"))["code"] == "bad_frame"
     await client.send(send_frame(room, client_id="c" * 65))
     assert (await client.expect("error"))["code"] == "bad_frame"
 
