@@ -65,3 +65,11 @@ def decrypt_secret(ciphertext: str) -> str | None:
         return _cipher().decrypt(ciphertext.encode()).decode()
     except InvalidToken:
         return None
+
+
+def reencrypt_secret(ciphertext: str) -> str | None:
+    """The same secret encrypted under the current SECRET_KEY, or None if no key reads it."""
+    try:
+        return _cipher().rotate(ciphertext.encode()).decode()
+    except InvalidToken:
+        return None

@@ -72,3 +72,21 @@ def set_active(*, tenant: Tenant, active: bool) -> None:
     (chatsvc.realtime.revocation, on every save)."""
     tenant.is_active = active
     tenant.save(update_fields=["is_active"])
+
+
+def reencrypt_signing_secrets() -> tuple[int, list[str]]:
+    """Re-encrypt every stored signing secret under the current SECRET_KEY.
+
+    After it, the old key can leave SECRET_KEY_FALLBACKS without tenants
+    rotating their keys. Returns (re-encrypted count, key ids no key can read).
+    """
+    done, unreadable = 0, []
+    for key in TenantKey.objects.iterator():
+        rotated = secrets.reencrypt_secret(key.signing_secret_encrypted)
+        if rotated is None:
+            unreadable.append(key.key_id)
+            continue
+        key.signing_secret_encrypted = rotated
+        key.save(update_fields=["signing_secret_encrypted"])
+        done += 1
+    return done, unreadable

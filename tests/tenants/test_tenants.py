@@ -143,3 +143,23 @@ def test_admin_lists_search_and_filter(admin_client):
     assert "alpha" in html and "beta" not in html
     assert admin_client.get("/admin/tenants/tenant/?is_active__exact=1").status_code == 200
     assert admin_client.get("/admin/rooms/room/?status__exact=open").status_code == 200
+
+
+def test_reencrypting_lets_an_old_secret_key_go(settings):
+    old_key, new_key = "o" * 60, "n" * 60
+    settings.SECRET_KEY = old_key
+    issued = factories.tenant_with_key("rekey")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = new_key, [old_key]
+    call_command("reencrypt_signing_secrets")
+
+    settings.SECRET_KEY_FALLBACKS = []  # the old key is gone
+    stored = TenantKey.objects.get(pk=issued.key.pk)
+    assert signing_secret_for(key=stored) == issued.signing_secret
+
+
+def test_reencrypting_reports_secrets_no_key_can_read(settings):
+    settings.SECRET_KEY = "a" * 60
+    issued = factories.tenant_with_key("lost")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "b" * 60, []
+    with pytest.raises(CommandError, match=issued.key.key_id):
+        call_command("reencrypt_signing_secrets")
