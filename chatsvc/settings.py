@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # its static Swagger UI: the API docs need no CDN
     "chatsvc.core",
     "chatsvc.tenants",
     "chatsvc.rooms",
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsvc.core.security_headers.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -172,6 +174,8 @@ CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
 
 # --- Security ------------------------------------------------------------------
+# The interactive API docs (/api/v1/docs); the OpenAPI document stays.
+CHAT_API_DOCS = env_bool("CHAT_API_DOCS", True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # Load balancer health checks arrive over plain HTTP on the target port.

@@ -1,5 +1,6 @@
 """REST API v1 (thin views: services write, selectors read)."""
 
+from django.conf import settings
 from django.http import Http404
 from ninja import NinjaAPI, Query, Status
 
@@ -27,7 +28,7 @@ api = NinjaAPI(
     description="Rooms (ConnectionIds), user tokens and history for LMS backends.",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
-    docs_url="/docs",
+    docs_url="/docs" if settings.CHAT_API_DOCS else None,
     auth=TenantApiKey(),
 )
 errors.install(api)

@@ -1,12 +1,17 @@
 """REST API v1 through Django's test client, with real SQLite/PostgreSQL."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jwt
 import pytest
+from django.contrib.staticfiles import finders
 
 from chatsvc.core.ulid import is_ulid, new_ulid
 from chatsvc.realtime import tokens
+from chatsvc.settings import BASE_DIR
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -217,3 +222,27 @@ def test_tokens_need_a_decryptable_signing_key(api, settings):
     response = api("post", "/tokens", {"user_id": "u", "connection_ids": ["*"]})
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "no_signing_key"
+
+
+def test_api_docs_are_served_without_a_cdn_under_a_csp(client):
+    response = client.get("/api/v1/docs")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower() and "//" not in html.replace("http://www.w3.org", "")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert finders.find("ninja/swagger-ui-bundle.js")  # collected into the image
+
+
+def test_api_docs_can_be_turned_off():
+    probe = (
+        "import django; django.setup(); from django.test import Client; c = Client(); "
+        "print(c.get('/api/v1/docs', HTTP_HOST='localhost').status_code, "
+        "c.get('/api/v1/openapi.json', HTTP_HOST='localhost').status_code)"
+    )
+    env = {**os.environ, "CHAT_API_DOCS": "false", "DJANGO_SETTINGS_MODULE": "chatsvc.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["404", "200"], result.stderr
