@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "chatsvc.api.middleware.ApiErrorShape",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatsvc.core.login_throttle.AdminLoginThrottle",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -132,6 +133,16 @@ else:
         }
     }
 
+# Django's cache carries the REST and admin-login throttles: shared by every
+# process through Redis, per process without it.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- AWS -----------------------------------------------------------------------
 AWS_REGION = env_str("AWS_REGION", "us-east-1")
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL") or None
@@ -174,6 +185,10 @@ CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
 
 # --- Security ------------------------------------------------------------------
+# REST requests per API key per minute (429 with Retry-After past it), and
+# failed admin logins per client address and user name per 15 minutes.
+CHAT_API_REQUESTS_PER_MINUTE = env_int("CHAT_API_REQUESTS_PER_MINUTE", 600)
+CHAT_ADMIN_LOGIN_FAILURES = env_int("CHAT_ADMIN_LOGIN_FAILURES", 5)
 # The interactive API docs (/api/v1/docs); the OpenAPI document stays.
 CHAT_API_DOCS = env_bool("CHAT_API_DOCS", True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -10,9 +10,18 @@ from chatsvc.streams import StreamUnavailable
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list | None = None,
+        *,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.retry_after = retry_after
 
 
 logger = logging.getLogger(__name__)
@@ -36,7 +45,10 @@ def install(api) -> None:
 
     @api.exception_handler(ApiError)
     def api_error(request, exc: ApiError):
-        return respond(request, exc.status, exc.code, exc.message, exc.details)
+        response = respond(request, exc.status, exc.code, exc.message, exc.details)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
 
     @api.exception_handler(ValidationError)
     def validation_error(request, exc: ValidationError):

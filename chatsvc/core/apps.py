@@ -6,4 +6,6 @@ class CoreConfig(AppConfig):
     label = "core"
 
     def ready(self):
-        from chatsvc.core import startup  # noqa: F401 - registers the deploy check
+        from chatsvc.core import login_throttle, startup  # noqa: F401 - registers the deploy check
+
+        login_throttle.connect_signals()

@@ -1,6 +1,7 @@
 """Tenants, keys and their secrets: commands, storage and the admin."""
 
 import json
+import uuid
 from io import StringIO
 
 import pytest
@@ -163,3 +164,36 @@ def test_reencrypting_reports_secrets_no_key_can_read(settings):
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "b" * 60, []
     with pytest.raises(CommandError, match=issued.key.key_id):
         call_command("reencrypt_signing_secrets")
+
+
+def test_admin_logins_are_throttled_after_repeated_failures(client, settings):
+    settings.CHAT_ADMIN_LOGIN_FAILURES = 3
+    User.objects.create_superuser("root", "root@example.com", "the-right-password")
+    address = f"198.51.100.{uuid.uuid4().int % 250}-{uuid.uuid4().hex}"  # counts outlive a run
+    attempt = {"username": "root", "password": "wrong", "next": "/admin/"}
+    statuses = [
+        client.post("/admin/login/", attempt, REMOTE_ADDR=address).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]  # the form again three times, then refused
+    right = {**attempt, "password": "the-right-password"}
+    refused = client.post("/admin/login/", right, REMOTE_ADDR=address)
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+
+
+def test_api_keys_are_rate_limited_with_retry_after(client, settings):
+    settings.CHAT_API_REQUESTS_PER_MINUTE = 3
+    issued = factories.tenant_with_key("busy")
+    other = factories.tenant_with_key("calm")
+    statuses = [
+        client.get("/api/v1/connections/01M8BPJBQT841DKEDQYC4XZ3AJ", headers=bearer(issued))
+        for _ in range(4)
+    ]
+    assert [r.status_code for r in statuses] == [404, 404, 404, 429]
+    assert statuses[-1].json()["error"]["code"] == "rate_limited"
+    assert 0 < int(statuses[-1]["Retry-After"]) <= 60
+    calm = client.get("/api/v1/connections/01M8BPJBQT841DKEDQYC4XZ3AJ", headers=bearer(other))
+    assert calm.status_code == 404  # another key has its own budget
+
+
+def bearer(issued):
+    return {"Authorization": f"Bearer {issued.api_key}"}
