@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: run test lint format bench drills infra-tools clean
+.PHONY: run test lint format bench drills lock infra-tools clean
 
 $(VENV)/.installed: requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: $(VENV)/.installed
 # Fault drills (not part of `make test`): one JSON line per drill (docs/operations.md).
 drills: $(VENV)/.installed
 	$(PY) bench/drills.py $(DRILLS_ARGS)
+
+# requirements/base.lock: base.txt resolved, every package pinned with hashes
+# (the Dockerfile installs it with --require-hashes). Run after editing base.txt.
+lock: $(VENV)/.installed
+	$(PY) -m pip install --quiet pip-tools
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements/base.lock requirements/base.txt
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) var .pytest_cache .ruff_cache

@@ -34,7 +34,7 @@ def test_dockerfile_is_multi_stage_on_a_slim_python_311():
 
 def test_runtime_stage_has_no_compilers_runs_non_root_and_has_a_healthcheck():
     build, runtime = (body for _, body in stages())
-    assert "pip install" in build and "requirements/base.txt" in build
+    assert "pip install --no-cache-dir --require-hashes -r requirements/base.lock" in build
     assert "collectstatic --noinput" in build
     assert not re.search(r"apt-get|gcc|build-essential|pip install", runtime)
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
@@ -149,3 +149,20 @@ def test_compose_points_the_app_at_the_local_services(compose):
     assert compose["services"]["worker"]["environment"] == env
     provision = "\n".join(compose["services"]["provision"]["command"])
     assert "ensure_queue" in provision and "ensure_table" in provision
+
+
+def test_the_lock_pins_every_runtime_requirement_with_hashes():
+    """requirements/base.lock is base.txt resolved (`make lock`): they must not drift."""
+    pin = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s\\]+)", re.MULTILINE)
+
+    def pins(text):
+        return {name.lower().replace("_", "-"): version for name, version in pin.findall(text)}
+
+    wanted = pins((ROOT / "requirements" / "base.txt").read_text())
+    lock = (ROOT / "requirements" / "base.lock").read_text()
+    locked = pins(lock)
+    assert wanted and all(locked.get(name) == version for name, version in wanted.items())
+    entries = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock)[1:]
+    assert len(entries) == len(locked) and all("--hash=sha256:" in entry for entry in entries)
+    options = [line for line in lock.splitlines() if line.startswith("--")]
+    assert options == []  # no index or find-links of the machine that made it
