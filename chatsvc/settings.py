@@ -154,6 +154,8 @@ CHAT_TABLE_NAME = env_str("CHAT_TABLE_NAME", "chatsvc-messages")
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_MAX_BODY_CHARS = env_int("CHAT_MAX_BODY_CHARS", 4000)
 CHAT_AUTH_TIMEOUT_SECONDS = env_int("CHAT_AUTH_TIMEOUT_SECONDS", 10)
+# Sockets one client address may hold open before authenticating (per process).
+CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS = env_int("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", 200)
 # A connection must send its request headers within this (slowloris).
 CHAT_HEADER_TIMEOUT_SECONDS = env_int("CHAT_HEADER_TIMEOUT_SECONDS", 10)
 CHAT_MAX_ROOMS_PER_SOCKET = env_int("CHAT_MAX_ROOMS_PER_SOCKET", 50)

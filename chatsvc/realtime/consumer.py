@@ -19,7 +19,7 @@ from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
-from chatsvc.realtime import events, revocation, tokens
+from chatsvc.realtime import connection_limits, events, revocation, tokens
 from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
@@ -32,6 +32,7 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
 CLOSE_NO_AUTH = 4408
+CLOSE_TOO_MANY_SOCKETS = 4409
 CLOSE_FLOOD = 4429
 FLOOD_STRIKES = 20
 FLOOD_WINDOW_SECONDS = 10
@@ -81,6 +82,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # No per-socket channel: the process's RoomHub feeds every socket it holds.
     channel_layer_alias = None
     user: tokens.ChatUser | None = None
+    counted_unauthenticated = False
 
     async def dispatch(self, message):
         # Channels' dispatch closes stale DB connections in a worker thread before
@@ -94,6 +96,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         _live.add(self)
         self.socket_id = uuid.uuid4().hex
+        self.address = (self.scope.get("client") or ("?", 0))[0]
         self.rooms: set[str] = set()
         self.closed = False
         self.pending: set[asyncio.Task] = set()
@@ -105,11 +108,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             settings.CHAT_AUTH_TIMEOUT_SECONDS, self._close_soon, CLOSE_NO_AUTH
         )
         await self.accept()
+        waiting = connection_limits.unauthenticated
+        if waiting[self.address] >= settings.CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS:
+            await self._close(CLOSE_FLOOD)  # too many sockets of this address not signed in
+            return
+        waiting[self.address] += 1
+        self.counted_unauthenticated = True
 
     async def disconnect(self, code):
         _live.discard(self)
         self.closed = True
         self.deadline.cancel()
+        self._uncount_unauthenticated()
+        if self.user is not None:
+            await connection_limits.user_sockets().release(self.user, self.socket_id)
         for connection_id in list(self.rooms):
             await self._leave_room(connection_id, notify_self=False)
         if self.user is not None:
@@ -192,6 +204,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not user.tenant.origin_allowed(self._origin()):
             await self._close(tokens.CLOSE_FORBIDDEN)
             return
+        if not await connection_limits.user_sockets().admit(user, self.socket_id):
+            limit = user.tenant.max_sockets_per_user
+            await self._error(FrameError("too_many_sockets", f"at most {limit} sockets per user"))
+            await self._close(CLOSE_TOO_MANY_SOCKETS)
+            return
+        self._uncount_unauthenticated()
         self.deadline.cancel()
         self.user = user
         _sweeps.get()
@@ -383,6 +401,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.closed:
             self.closed = True
             await self.close(code=code)
+
+    def _uncount_unauthenticated(self) -> None:
+        if self.counted_unauthenticated:
+            self.counted_unauthenticated = False
+            connection_limits.unauthenticated[self.address] -= 1
+            if connection_limits.unauthenticated[self.address] <= 0:
+                del connection_limits.unauthenticated[self.address]
 
     def _close_soon(self, code: int) -> None:
         self._in_background(self._close(code))

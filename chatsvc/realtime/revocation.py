@@ -115,9 +115,14 @@ async def sweep(sockets) -> None:
 
 
 async def sweep_forever(live, interval: float) -> None:
+    from chatsvc.realtime.connection_limits import user_sockets
+
     while True:
         await asyncio.sleep(interval)
+        sockets = list(live)
         try:
-            await sweep(list(live))
+            await sweep(sockets)
+            # The user socket counts stay alive for sockets that still are.
+            await user_sockets().refresh([s for s in sockets if s.user and not s.closed])
         except Exception:
             logger.exception("revalidation sweep failed")

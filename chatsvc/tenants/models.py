@@ -22,6 +22,11 @@ class Tenant(models.Model):
     messages_per_second = models.PositiveIntegerField(
         default=5, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
+    max_sockets_per_user = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Concurrent WebSockets one user (token subject) may hold; more are closed 4409.",
+    )
     retention_days = models.PositiveIntegerField(
         default=365, help_text="Days messages are kept in history; 0 keeps them forever."
     )
