@@ -67,6 +67,9 @@ class Command(BaseCommand):
         env.update(AWS_ENDPOINT_URL=endpoint, DEBUG="true")
         env.setdefault("LOG_FORMAT", "console")
         env.setdefault("CHAT_DRAIN_SECONDS", "1")  # Ctrl-C should not take a deploy's drain
+        # Commands run in their own process here, and the in-memory channel layer
+        # reaches no other: the revocation sweep is what tells the web server.
+        env.setdefault("CHAT_REVALIDATE_SECONDS", "2")
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
         settings.AWS_ENDPOINT_URL = endpoint
         queue_url, _ = provision.ensure_queue(clients.sqs(), QUEUE_NAME)
