@@ -126,6 +126,8 @@ class Bench:
 
         issued = create_tenant(slug=f"bench{time.time_ns()}")
         issued.tenant.messages_per_second = 1000
+        # Thousands of sockets share a handful of users here (one token each).
+        issued.tenant.max_sockets_per_user = 100_000
         issued.tenant.save()
 
         def token(user):

@@ -1,6 +1,7 @@
 """The demo tenant and room that local mode provides."""
 
 from chatsvc.rooms.models import Room
+from chatsvc.rooms.services import open_room
 from chatsvc.tenants import services
 from chatsvc.tenants.models import Tenant
 
@@ -21,5 +22,5 @@ def ensure_demo(*, reissue_key: bool = False):
         tenant=tenant, title=DEMO_ROOM_TITLE, status=Room.Status.OPEN
     ).first()
     if room is None:
-        room = Room.objects.create(tenant=tenant, title=DEMO_ROOM_TITLE)
+        room = open_room(tenant=tenant, title=DEMO_ROOM_TITLE)
     return tenant, room, issued

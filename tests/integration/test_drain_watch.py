@@ -55,7 +55,7 @@ async def test_deregistration_starts_a_spread_1012_drain_before_sigterm(start_se
         CHAT_DRAIN_WATCH_SECONDS="1",
         CHAT_DRAIN_SECONDS="3",
     )
-    issued = await asyncio.to_thread(factories.tenant_with_key, "lb", messages_per_second=50)
+    issued = await asyncio.to_thread(factories.tenant_with_key, "lb", max_sockets_per_user=50)
     room = (await asyncio.to_thread(factories.room_for, issued)).connection_id
     token = await asyncio.to_thread(factories.token_for, issued)
     sockets = []

@@ -39,7 +39,7 @@ class Peer:
 
 @pytest.fixture
 def chat(start_server):
-    issued = factories.tenant_with_key("acme", messages_per_second=100)
+    issued = factories.tenant_with_key("acme", messages_per_second=100, max_sockets_per_user=1000)
     room = factories.room_for(issued).connection_id
     return issued, room, start_server(), start_server()
 
