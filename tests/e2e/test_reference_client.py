@@ -30,7 +30,7 @@ ROOM = "01HZX0000000000000000ROOM1"
 
 @pytest.fixture
 def context(browser):
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)  # see new_page
     yield context
     context.close()
 
@@ -41,7 +41,9 @@ def new_page(browser):
     contexts = []
 
     def new_page():
-        contexts.append(browser.new_context())
+        # Playwright's wait_for_function evaluates strings, which the pages' CSP
+        # forbids (no 'unsafe-eval'); test_demo_browser.py runs under the CSP.
+        contexts.append(browser.new_context(bypass_csp=True))
         return contexts[-1].new_page()
 
     yield new_page
