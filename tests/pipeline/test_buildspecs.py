@@ -68,7 +68,7 @@ def test_build_buildspec():
     cmds = commands(spec)
     login = cmds[index_of(cmds, "get-login-password")]
     assert "docker login --username AWS --password-stdin" in login
-    build = cmds[index_of(cmds, "docker build")]
+    build = next(line for c in cmds for line in c.splitlines() if "docker build" in line).strip()
     assert "--file docker/Dockerfile" in build and build.endswith(" .")
     assert '--tag "$ECR_REPOSITORY_URI:$TAG"' in build
     assert "cut -c1-12" in cmds[index_of(cmds, "CODEBUILD_RESOLVED_SOURCE_VERSION")]
@@ -348,6 +348,24 @@ def test_build_buildspec_runs_and_names_the_image(sandbox, moto_endpoint):
     }
     assert log[2].startswith(f"docker build --file docker/Dockerfile --tag {uri}:{COMMIT[:12]}")
     assert log[3] == f"docker push {uri}:{COMMIT[:12]}"
+
+
+@pytest.mark.integration
+def test_a_second_build_of_a_commit_reuses_its_image_and_still_gates(sandbox, moto_endpoint):
+    """ECR tags are immutable: a retry, bundle upload or promotion must not push again."""
+    src, env = sandbox
+    repo = new_repository(moto_endpoint)
+    set_scan_result(moto_endpoint, repo, [], {})
+    assert codebuild("buildspec-build.yml", src, build_env(env, repo)).returncode == 0
+    (src / "image.json").unlink()
+    Path(env["STUB_LOG"]).unlink()
+
+    again = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "is in ECR already (immutable tag)" in again.stdout and "PASSED" in again.stdout
+    log = Path(env["STUB_LOG"]).read_text()
+    assert "docker build" not in log and "docker push" not in log
+    assert json.loads((src / "image.json").read_text())["tag"] == COMMIT[:12]
 
 
 @pytest.mark.integration
