@@ -22,7 +22,12 @@ one of two target groups tagged ``color`` = blue|green. A swap:
 
 A rerun of the same CodePipeline job (Lambda retries an asynchronous invocation
 that errored) converges to the job's recorded target instead of swapping again.
-``--to-color`` is idempotent by construction.
+``--to-color`` is idempotent by construction. In the pipeline the Lambda reads
+the run's ``deployment.json`` (its input artifact) and swaps *to* that run's
+``TestColor``, only if that color still runs the run's ``TestImageTag``: a
+CodePipeline retry (a new job id) after a swap that succeeded finds the color
+live already and changes nothing, and a run whose test color another run has
+deployed over since is refused instead of shipping that other release.
 
 This module must only need boto3 (it is deployed alone as ``swap_lambda.py`` at
 the root of a zip, handler ``swap_lambda.handler``); keep it self-contained.
@@ -31,11 +36,13 @@ the root of a zip, handler ``swap_lambda.handler``); keep it self-contained.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 import traceback
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -320,10 +327,14 @@ def swap(
     *,
     job_id: str | None = None,
     to_color: str | None = None,
+    expect_image: str | None = None,
     log: Log = _print,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SwapResult:
     """Make `to_color` live (default: whatever the test listener serves now).
+
+    With `expect_image`, refuse unless the target group to make live is tagged
+    with that image (the release this run tested).
 
     Raises SwapError with the reason on refusal or failure; in every failure
     case production is left forwarding to the target group it had, unless the
@@ -357,6 +368,12 @@ def swap(
             )
 
     target, other = _resolve_pair(state, target_color)
+    if expect_image is not None and target.image != expect_image:
+        raise SwapError(
+            f"refusing to swap: {target.describe()} runs image {target.image!r}, not this "
+            f"run's {expect_image!r} (a later run deployed over it); production stays on "
+            f"{state.production_tg.describe()}"
+        )
     original_prod, original_test = state.production.target_group_arn, state.test.target_group_arn
 
     if original_prod == target.arn and original_test == other.arn:
@@ -472,7 +489,29 @@ def _user_parameters(job: dict) -> dict:
     return params
 
 
-def handler(event, context, *, elbv2=None, codepipeline=None):
+def run_deployment(job: dict, s3=None) -> dict | None:
+    """The run's deployment.json from the job's input artifact (DiscoverOutput), if it has one."""
+    artifacts = job.get("data", {}).get("inputArtifacts") or []
+    if not artifacts:
+        return None
+    location = artifacts[0]["location"]["s3Location"]
+    if s3 is None:
+        credentials = job["data"]["artifactCredentials"]
+        s3 = boto3.client(
+            "s3",
+            aws_access_key_id=credentials["accessKeyId"],
+            aws_secret_access_key=credentials["secretAccessKey"],
+            aws_session_token=credentials["sessionToken"],
+        )
+    body = s3.get_object(Bucket=location["bucketName"], Key=location["objectKey"])["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        deployment = json.loads(archive.read("deployment.json"))
+    if deployment.get("TestColor") not in COLORS or not deployment.get("TestImageTag"):
+        raise ValueError("deployment.json has no valid TestColor and TestImageTag")
+    return deployment
+
+
+def handler(event, context, *, elbv2=None, codepipeline=None, s3=None):
     """CodePipeline Lambda invoke action: swap, then report the job's result."""
     job = event.get("CodePipeline.job") if isinstance(event, dict) else None
     if not job:
@@ -511,7 +550,16 @@ def handler(event, context, *, elbv2=None, codepipeline=None):
             'no load balancer: set LOAD_BALANCER_NAME or UserParameters {"load_balancer": ...}',
         )
     try:
-        result = swap(elbv2 or boto3.client("elbv2"), name, job_id=job_id)
+        deployment = run_deployment(job, s3)
+    except (KeyError, ValueError, zipfile.BadZipFile, ClientError, BotoCoreError) as exc:
+        return fail("JobFailed", f"cannot read this run's deployment.json: {_why(exc)}")
+    target = (
+        {"to_color": deployment["TestColor"], "expect_image": deployment["TestImageTag"]}
+        if deployment
+        else {}
+    )
+    try:
+        result = swap(elbv2 or boto3.client("elbv2"), name, job_id=job_id, **target)
     except SwapError as exc:
         return fail("JobFailed", str(exc))
     except (ClientError, BotoCoreError) as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import boto3
 import pytest
@@ -337,3 +339,76 @@ def test_cli_refusal_exits_1(aws, w, capsys):
     world.set_healthy(aws["elbv2"], w.tg["green"], False)
     assert swap_lambda.main(["--load-balancer", w.lb_name]) == 1
     assert "FAILED: refusing to swap" in capsys.readouterr().err
+
+
+# ------------------------------------------------- the run's deployment.json (input artifact)
+
+
+def artifact_job(aws_clients, job_id: str, deployment: dict) -> dict:
+    """A job whose input artifact (DiscoverOutput) holds `deployment`, zipped like CodePipeline."""
+    s3 = boto3.client("s3", region_name=world.REGION)
+    bucket = "pipeline-artifacts"
+    s3.create_bucket(Bucket=bucket)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("deployment.json", json.dumps(deployment))
+    key = f"chatsvc/DiscoverOu/{job_id}.zip"
+    s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+    event = job_event(job_id)
+    event["CodePipeline.job"]["data"].update(
+        inputArtifacts=[
+            {
+                "name": "DiscoverOutput",
+                "location": {"type": "S3", "s3Location": {"bucketName": bucket, "objectKey": key}},
+            }
+        ],
+        artifactCredentials={
+            "accessKeyId": "testing",
+            "secretAccessKey": "testing",
+            "sessionToken": "testing",
+        },
+    )
+    return event
+
+
+RUN = {"LiveColor": "blue", "TestColor": "green", "TestImageTag": IMAGES["green"]}
+
+
+def test_a_pipeline_retry_after_a_successful_swap_does_not_swap_back(
+    aws, w, codepipeline, monkeypatch
+):
+    """A CodePipeline retry has a new job id: it must converge on the run's TestColor."""
+    client, stubber = codepipeline
+    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
+    expect_success(stubber, "job-1")
+    assert swap_lambda.handler(artifact_job(aws, "job-1", RUN), Context(), codepipeline=client)[
+        "ok"
+    ]
+    assert_state(aws, w, "green")
+
+    expect_success(stubber, "job-2")
+    retried = swap_lambda.handler(artifact_job(aws, "job-2", RUN), Context(), codepipeline=client)
+    assert retried["ok"] and "already live" in retried["message"]
+    assert_state(aws, w, "green")  # not swapped back to the release before
+
+
+def test_a_swap_whose_test_color_another_run_replaced_is_refused(aws, w, codepipeline, monkeypatch):
+    client, stubber = codepipeline
+    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
+    expect_failure(stubber, "job-1")
+    older_run = {**RUN, "TestImageTag": "olderimage01"}  # green now runs another run's image
+    result = swap_lambda.handler(
+        artifact_job(aws, "job-1", older_run), Context(), codepipeline=client
+    )
+    assert not result["ok"] and "not this run's 'olderimage01'" in result["message"]
+    assert live_color(aws, w) == "blue"
+
+
+def test_an_unreadable_deployment_artifact_fails_the_job(aws, w, codepipeline, monkeypatch):
+    client, stubber = codepipeline
+    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
+    expect_failure(stubber, "job-1")
+    broken = artifact_job(aws, "job-1", {"TestColor": "purple"})
+    result = swap_lambda.handler(broken, Context(), codepipeline=client)
+    assert not result["ok"] and "deployment.json" in result["message"]
+    assert live_color(aws, w) == "blue"
