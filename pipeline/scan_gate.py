@@ -8,7 +8,12 @@ Waits for the image's scan (basic or enhanced/Inspector), tolerating
 started after ``--start-scan-after`` seconds, starting a basic scan itself),
 ``PENDING`` and ``IN_PROGRESS``. Then prints every finding (id, severity,
 package, installed and fixed version where known) and fails on CRITICAL always
-and on the ``--fail-on`` severities (default HIGH,MEDIUM). Severity counts the
+and on the ``--fail-on`` severities (default HIGH,MEDIUM) — when a fix exists:
+a finding the scan says has no fix (enhanced scanning's ``fixAvailable: NO``,
+or no package with a fixed version) cannot be fixed by rebuilding, so it is
+listed as "no fix available" and does not block, unless ``--block-unfixable``.
+A finding whose fixability is unknown (basic scanning without a fixed
+version) blocks. Severity counts the
 scan reports but whose findings were not listed also fail the gate: nothing is
 excused unseen. Suppressed or closed enhanced findings are shown, not counted.
 
@@ -63,6 +68,7 @@ class Finding:
     installed: str = ""
     fixed: str = ""
     status: str = "ACTIVE"
+    fixable: bool | None = None  # None: the scan does not say
 
     @property
     def counts(self) -> bool:
@@ -108,12 +114,14 @@ def _severity(value: str | None) -> str:
 
 def parse_basic(item: dict) -> Finding:
     attrs = {a.get("key"): a.get("value", "") for a in item.get("attributes", [])}
+    fixed = attrs.get("fixed_in_version", "") or attrs.get("fixedInVersion", "")
     return Finding(
         id=item.get("name") or item.get("uri") or "?",
         severity=_severity(item.get("severity")),
         package=attrs.get("package_name", ""),
         installed=attrs.get("package_version", ""),
-        fixed=attrs.get("fixed_in_version", "") or attrs.get("fixedInVersion", ""),
+        fixed=fixed,
+        fixable=True if fixed else None,
     )
 
 
@@ -129,6 +137,15 @@ def parse_enhanced(item: dict) -> Finding:
             if p.get("fixedInVersion") and p["fixedInVersion"] != "NotAvailable"
         )
     )
+    available = (item.get("fixAvailable") or "").upper()
+    if available in ("YES", "PARTIAL"):
+        fixable = True
+    elif available == "NO":
+        fixable = False
+    elif packages and all(p.get("fixedInVersion") == "NotAvailable" for p in packages):
+        fixable = False
+    else:
+        fixable = True if fixed else None
     return Finding(
         id=details.get("vulnerabilityId") or item.get("title") or item.get("findingArn") or "?",
         severity=_severity(item.get("severity")),
@@ -136,6 +153,7 @@ def parse_enhanced(item: dict) -> Finding:
         installed=versions,
         fixed=fixed,
         status=item.get("status") or "ACTIVE",
+        fixable=fixable,
     )
 
 
@@ -278,12 +296,16 @@ def evaluate(
     fail_on: set[str],
     allowlist: dict[str, AllowEntry],
     today: dt.date,
+    *,
+    block_unfixable: bool = False,
 ) -> Verdict:
     failing = set(fail_on) | {ALWAYS_FAIL}
     blocking, excused, expired = [], [], []
     for finding in result.findings:
         if not finding.counts or finding.severity not in failing:
             continue
+        if finding.fixable is False and not block_unfixable:
+            continue  # listed as "no fix available": a rebuild cannot remove it
         entry = allowlist.get(finding.id)
         if entry and entry.valid_on(today):
             excused.append((finding, entry))
@@ -315,6 +337,8 @@ def render(result: ScanResult, verdict: Verdict) -> str:
             verdict_text = f"allowed until {excused[id(f)].expires}"
         elif not f.counts:
             verdict_text = f.status.lower()
+        elif f.fixable is False:
+            verdict_text = "no fix available"
         else:
             verdict_text = "ok"
         rows.append((f.id, f.severity, f.package, f.installed, f.fixed or "-", verdict_text))
@@ -359,6 +383,11 @@ def main(argv: list[str] | None = None, *, ecr=None, sleep=time.sleep) -> int:
         help="severities that fail besides CRITICAL (default HIGH,MEDIUM; NONE for none)",
     )
     parser.add_argument("--allowlist", help="allowlist JSON file")
+    parser.add_argument(
+        "--block-unfixable",
+        action="store_true",
+        help="also fail on findings the scan says have no fix (default: list them only)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (900)")
     parser.add_argument("--poll", type=float, default=10, help="seconds between polls (10)")
     parser.add_argument(
@@ -394,7 +423,7 @@ def main(argv: list[str] | None = None, *, ecr=None, sleep=time.sleep) -> int:
         return EXIT_AWS_ERROR
 
     today = dt.datetime.now(dt.UTC).date()
-    verdict = evaluate(result, args.fail_on, allowlist, today)
+    verdict = evaluate(result, args.fail_on, allowlist, today, block_unfixable=args.block_unfixable)
     print(f"scan status: {result.status}, {len(result.findings)} finding(s)")
     print(render(result, verdict))
     for finding, entry in verdict.excused:

@@ -357,3 +357,33 @@ def test_unknown_severity_is_a_usage_error(capsys):
 def test_repository_allowlist_file_is_valid():
     entries = scan_gate.load_allowlist(str(ROOT / "pipeline" / "scan-allowlist.json"))
     assert isinstance(entries, dict)
+
+
+def test_findings_without_a_fix_are_listed_but_do_not_block(ecr, capsys):
+    """Debian ships HIGH CVEs with no fix: a rebuild cannot remove them, so they cannot gate."""
+    push(ecr)
+    no_fix = {**enhanced("CVE-2024-1111", "HIGH", fixed="NotAvailable"), "fixAvailable": "NO"}
+    fixable = {**enhanced("CVE-2024-2222", "MEDIUM"), "fixAvailable": "YES"}
+    result = scan_result(status="ACTIVE", enhanced=[no_fix], counts={"HIGH": 1})
+    queue(result)
+    code, out = run(capsys)
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("CVE-2024-1111"))
+    assert row.rstrip().endswith("no fix available")
+
+    advance()
+    queue(result)
+    code, out = run(capsys, "--block-unfixable")
+    assert code == 1, out
+
+    advance()
+    queue(scan_result(status="ACTIVE", enhanced=[no_fix, fixable], counts={"HIGH": 1, "MEDIUM": 1}))
+    code, out = run(capsys)
+    assert code == 1 and "(MEDIUM 1)" in out  # the fixable one still blocks
+
+
+def test_a_basic_finding_of_unknown_fixability_blocks(ecr, capsys):
+    push(ecr)
+    queue(scan_result(findings=[basic("CVE-2024-3333", "HIGH")], counts={"HIGH": 1}))
+    code, out = run(capsys)
+    assert code == 1 and "CVE-2024-3333" in out
