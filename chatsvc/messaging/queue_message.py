@@ -5,8 +5,12 @@ sender_id, sender_name, body, ts}. `id` is the message ULID, `seq` its place
 in the room (absent in messages written before rooms had sequences), `ts` an
 ISO-8601 UTC timestamp with milliseconds. Optional `expires_at` (epoch
 seconds) carries the tenant's retention so the worker needs no database
-lookup. Readers ignore fields they do not know, so the next release may add
-some without a new version.
+lookup.
+
+Releases overlap (the worker may run the release before or after the web
+tier's), so readers accept this version and the next, and ignore fields they
+do not know. The rule for the next version: it may add fields, never remove
+or change the meaning of these.
 """
 
 import json
@@ -14,6 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 VERSION = 1
+ACCEPTED_VERSIONS = frozenset({VERSION, VERSION + 1})
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -80,8 +85,10 @@ class QueueMessage:
             data = json.loads(raw)
         except (TypeError, ValueError) as exc:
             raise InvalidQueueMessage(f"not JSON: {exc}") from exc
-        if not isinstance(data, dict) or data.get("v") != VERSION:
-            raise InvalidQueueMessage("not a v1 message object")
+        if not isinstance(data, dict) or data.get("v") not in ACCEPTED_VERSIONS:
+            raise InvalidQueueMessage(
+                f"not a message object of version {sorted(ACCEPTED_VERSIONS)}"
+            )
         fields = ("id", "tenant_id", "connection_id", "sender_id", "sender_name", "body", "ts")
         missing = [name for name in fields if not isinstance(data.get(name), str)]
         if missing:

@@ -192,3 +192,12 @@ def test_history_skips_long_runs_of_expired_items_with_a_cursor(aws, monkeypatch
         page, before = fetch_history(connection_id=room, before=before, limit=1)
         pages.append(page)
     assert [m["id"] for page in pages for m in page] == [old[2].id, old[1].id, old[0].id]
+
+
+def test_the_next_release_s_messages_are_read_too():
+    """Releases overlap: a worker reads the next version's messages (new fields ignored)."""
+    [message] = make_messages(1)
+    raw = json.dumps({**json.loads(message.to_json()), "v": 2, "reactions": {"+1": 2}})
+    assert QueueMessage.from_json(raw) == message
+    with pytest.raises(InvalidQueueMessage):
+        QueueMessage.from_json(json.dumps({**json.loads(message.to_json()), "v": 3}))

@@ -125,7 +125,7 @@ def test_poison_messages_end_in_the_dlq_and_the_good_ones_are_stored(aws, worker
     sqs = clients.sqs()
     set_queue_for_fast_redelivery(sqs, aws.queue_url, aws.dlq_url, visibility=1, max_receives=2)
     good = make_messages(10)
-    wrong_version = json.dumps({**json.loads(good[0].to_json()), "v": 2})
+    wrong_version = json.dumps({**json.loads(good[0].to_json()), "v": 99})
     bad_room = json.dumps({**json.loads(good[0].to_json()), "connection_id": ""})
     poison = ["{not json", wrong_version, bad_room]
     bodies = [m.to_json() for m in good[:5]] + poison + [m.to_json() for m in good[5:]]
