@@ -6,16 +6,20 @@
 Waits for the image's scan (basic or enhanced/Inspector), tolerating
 ``ScanNotFoundException`` right after a push (and, if the scan still has not
 started after ``--start-scan-after`` seconds, starting a basic scan itself),
-``PENDING`` and ``IN_PROGRESS``. Then prints every finding (id, severity,
-package, installed and fixed version where known) and fails on CRITICAL always
-and on the ``--fail-on`` severities (default HIGH,MEDIUM) — when a fix exists:
-a finding the scan says has no fix (enhanced scanning's ``fixAvailable: NO``,
-or no package with a fixed version) cannot be fixed by rebuilding, so it is
-listed as "no fix available" and does not block, unless ``--block-unfixable``.
-A finding whose fixability is unknown (basic scanning without a fixed
-version) blocks. Severity counts the
-scan reports but whose findings were not listed also fail the gate: nothing is
-excused unseen. Suppressed or closed enhanced findings are shown, not counted.
+``PENDING`` and ``IN_PROGRESS``. An enhanced scan that reports ``ACTIVE`` with
+nothing in it yet counts as done only after ``--empty-grace`` seconds: Inspector
+writes its findings after it reports ACTIVE.
+
+Then it prints every finding (id, severity, package, installed and fixed
+version where known) and fails on CRITICAL always and on the ``--fail-on``
+severities (default HIGH,MEDIUM) when a fix exists. A finding the scan says has
+no fix (enhanced scanning's ``fixAvailable: NO``, or no package with a fixed
+version) cannot be removed by rebuilding: it is listed as "no fix available"
+and does not block, unless ``--block-unfixable``. A finding whose fixability
+is unknown (basic scanning without a fixed version) blocks. Severity counts
+the scan reports but whose findings were not listed also fail the gate:
+nothing is excused unseen. Suppressed or closed enhanced findings are shown,
+not counted.
 
 Allowlist (``pipeline/scan-allowlist.json``): a JSON list of objects
 
@@ -182,6 +186,7 @@ def wait_for_scan(
     timeout: float = 900,
     poll: float = 10,
     start_scan_after: float | None = 60,
+    empty_grace: float = 180,
     log: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -221,8 +226,12 @@ def wait_for_scan(
                     log(f"could not start a scan ({_code(start_exc)}); waiting for one")
 
         if status in DONE and page is not None:
-            return _collect(ecr, repository, image, status, page)
-        if status not in WAITING and status != "NOT_STARTED":
+            # Enhanced scanning reports ACTIVE before Inspector has written any
+            # finding: "done with nothing" right after a push is not yet done.
+            if not (status == "ACTIVE" and _empty(page) and clock() - started_at < empty_grace):
+                return _collect(ecr, repository, image, status, page)
+            status = "ACTIVE, no findings yet"
+        elif status not in WAITING and status != "NOT_STARTED":
             raise GateError(
                 f"the scan of {repository}:{tag} ended as {status}: {description or 'no detail'}"
                 " — the image cannot be cleared without a scan",
@@ -243,6 +252,13 @@ def wait_for_scan(
                 EXIT_TIMEOUT,
             )
         sleep(min(poll, remaining))
+
+
+def _empty(page: dict) -> bool:
+    body = page.get("imageScanFindings") or {}
+    return not (
+        body.get("findings") or body.get("enhancedFindings") or body.get("findingSeverityCounts")
+    )
 
 
 def _collect(ecr, repository: str, image: dict, status: str, page: dict) -> ScanResult:
@@ -396,6 +412,13 @@ def main(argv: list[str] | None = None, *, ecr=None, sleep=time.sleep) -> int:
         default=60,
         help="start a basic scan if none exists after this many seconds; -1 never (60)",
     )
+    parser.add_argument(
+        "--empty-grace",
+        type=float,
+        default=180,
+        help="an enhanced scan ACTIVE with no findings counts as done only after this "
+        "many seconds (180): Inspector writes findings after it reports ACTIVE",
+    )
     parser.add_argument("--region", help="AWS region (default: from the environment)")
     args = parser.parse_args(argv)
 
@@ -413,6 +436,7 @@ def main(argv: list[str] | None = None, *, ecr=None, sleep=time.sleep) -> int:
             timeout=args.timeout,
             poll=args.poll,
             start_scan_after=None if args.start_scan_after < 0 else args.start_scan_after,
+            empty_grace=args.empty_grace,
             sleep=sleep,
         )
     except GateError as exc:

@@ -387,3 +387,22 @@ def test_a_basic_finding_of_unknown_fixability_blocks(ecr, capsys):
     queue(scan_result(findings=[basic("CVE-2024-3333", "HIGH")], counts={"HIGH": 1}))
     code, out = run(capsys)
     assert code == 1 and "CVE-2024-3333" in out
+
+
+def test_an_enhanced_scan_active_with_nothing_yet_is_waited_for(ecr, capsys):
+    """ECR says ACTIVE before Inspector has written findings: "done, clean" would fail open."""
+    push(ecr)
+    queue(
+        scan_result("ACTIVE", enhanced=[]),
+        scan_result("ACTIVE", enhanced=[enhanced("CVE-2024-4444", "HIGH")], counts={"HIGH": 1}),
+    )
+    code, out = run(capsys, sleep=lambda s: advance())
+    assert code == 1, out
+    assert "ACTIVE, no findings yet" in out and "CVE-2024-4444" in out
+
+
+def test_an_enhanced_scan_still_empty_after_the_grace_passes(ecr, capsys):
+    push(ecr)
+    queue(scan_result("ACTIVE", enhanced=[]))
+    code, out = run(capsys, "--empty-grace", "0.05", sleep=time.sleep)
+    assert code == 0, out
