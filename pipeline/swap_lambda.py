@@ -60,6 +60,7 @@ MARKER_TARGET = "swap-target"
 MARKER_PRODUCTION_TG = "swap-production-tg"
 MARKER_TEST_TG = "swap-test-tg"
 MAX_FAILURE_MESSAGE = 5000  # CodePipeline FailureDetails.message limit
+PROMOTED_PREFIX = "promoted-"  # ECR's lifecycle policy keeps these (cloudformation/ecr.yaml)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -489,6 +490,36 @@ def _user_parameters(job: dict) -> dict:
     return params
 
 
+def mark_promoted(ecr, repository: str, tag: str, log: Log = _print) -> None:
+    """Tag the released image promoted-<tag>, so no lifecycle rule expires it.
+
+    Best effort: the release is live either way; a failure is logged (the image
+    is then protected only while it is among the newest).
+    """
+    promoted = PROMOTED_PREFIX + tag
+    try:
+        images = ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": tag}])
+        if not images.get("images"):
+            log(f"WARNING: image {repository}:{tag} not found; not marked {promoted}")
+            return
+        image = images["images"][0]
+        params = {"imageManifest": image["imageManifest"]}
+        if image.get("imageManifestMediaType"):
+            params["imageManifestMediaType"] = image["imageManifestMediaType"]
+        ecr.put_image(repositoryName=repository, imageTag=promoted, **params)
+        log(f"image {repository}:{tag} marked {promoted}")
+    except ClientError as exc:
+        if _code_of(exc) in ("ImageAlreadyExistsException", "ImageTagAlreadyExistsException"):
+            return  # marked by an earlier run
+        log(f"WARNING: could not mark {repository}:{tag} {promoted}: {_why(exc)}")
+    except BotoCoreError as exc:
+        log(f"WARNING: could not mark {repository}:{tag} {promoted}: {_why(exc)}")
+
+
+def _code_of(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
 def run_deployment(job: dict, s3=None) -> dict | None:
     """The run's deployment.json from the job's input artifact (DiscoverOutput), if it has one."""
     artifacts = job.get("data", {}).get("inputArtifacts") or []
@@ -511,7 +542,7 @@ def run_deployment(job: dict, s3=None) -> dict | None:
     return deployment
 
 
-def handler(event, context, *, elbv2=None, codepipeline=None, s3=None):
+def handler(event, context, *, elbv2=None, codepipeline=None, s3=None, ecr=None):
     """CodePipeline Lambda invoke action: swap, then report the job's result."""
     job = event.get("CodePipeline.job") if isinstance(event, dict) else None
     if not job:
@@ -567,6 +598,9 @@ def handler(event, context, *, elbv2=None, codepipeline=None, s3=None):
     except Exception as exc:  # report, never leave the job hanging until it times out
         traceback.print_exc()
         return fail("JobFailed", f"unexpected error: {type(exc).__name__}: {exc}")
+    repository = os.environ.get("REPOSITORY_NAME")
+    if deployment and repository:
+        mark_promoted(ecr or boto3.client("ecr"), repository, deployment["TestImageTag"])
     # If reporting success raises, the invocation errors and Lambda retries it:
     # the rerun finds this job's recorded target and converges without swapping back.
     codepipeline.put_job_success_result(

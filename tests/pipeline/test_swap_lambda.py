@@ -412,3 +412,29 @@ def test_an_unreadable_deployment_artifact_fails_the_job(aws, w, codepipeline, m
     result = swap_lambda.handler(broken, Context(), codepipeline=client)
     assert not result["ok"] and "deployment.json" in result["message"]
     assert live_color(aws, w) == "blue"
+
+
+def test_the_released_image_is_marked_so_the_lifecycle_never_expires_it(
+    aws, w, codepipeline, monkeypatch
+):
+    client, stubber = codepipeline
+    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
+    monkeypatch.setenv("REPOSITORY_NAME", "chatsvc")
+    ecr = boto3.client("ecr", region_name=world.REGION)
+    ecr.create_repository(repositoryName="chatsvc", imageTagMutability="IMMUTABLE")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"digest": "sha256:" + "c" * 64, "size": 1, "mediaType": "x"},
+        "layers": [],
+    }
+    ecr.put_image(
+        repositoryName="chatsvc", imageManifest=json.dumps(manifest), imageTag=IMAGES["green"]
+    )
+    for job_id in ("job-1", "job-2"):  # a retry finds the mark there already
+        expect_success(stubber, job_id)
+        assert swap_lambda.handler(artifact_job(aws, job_id, RUN), Context(), codepipeline=client)[
+            "ok"
+        ]
+    [image] = ecr.describe_images(repositoryName="chatsvc")["imageDetails"]
+    assert sorted(image["imageTags"]) == [IMAGES["green"], f"promoted-{IMAGES['green']}"]
