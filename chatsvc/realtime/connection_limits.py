@@ -16,16 +16,14 @@ import time
 from collections import Counter, defaultdict
 
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging import runtime
+from chatsvc.streams import REDIS_OUTAGES as OUTAGES
 
 logger = logging.getLogger(__name__)
 
 STALE_AFTER_SWEEPS = 3
-OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 unauthenticated: Counter = Counter()  # client address -> sockets not yet authenticated
 

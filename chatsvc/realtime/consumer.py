@@ -12,8 +12,6 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging.actions import post_message
@@ -24,7 +22,7 @@ from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket
 from chatsvc.rooms.selectors import room_of_tenant
-from chatsvc.streams import StreamUnavailable
+from chatsvc.streams import REDIS_OUTAGES, StreamUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ FLOOD_STRIKES = 20
 FLOOD_WINDOW_SECONDS = 10
 TYPING_INTERVAL_SECONDS = 2
 # A backend outage (Redis) costs the frame, with a code the client can retry on.
-OUTAGES = (StreamUnavailable, RedisConnectionError, RedisTimeoutError, ConnectionError)
+OUTAGES = (StreamUnavailable, *REDIS_OUTAGES)
 
 
 @database_sync_to_async
@@ -138,7 +136,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if text_data is None:
             await self._error(FrameError("bad_frame", "binary frames are not supported"))
             return
-        if len(text_data.encode()) > self._max_frame_bytes():
+        limit = min(settings.CHAT_MAX_FRAME_BYTES, self.user.tenant.max_frame_bytes)
+        if len(text_data.encode()) > limit:
             await self._close(CLOSE_TOO_LARGE)
             return
         if not self.bucket.take():
@@ -378,11 +377,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _require_joined(self, connection_id: str, ref: str | None = None) -> None:
         if connection_id not in self.rooms:
             raise FrameError("not_joined", "join the room first", ref or connection_id)
-
-    def _max_frame_bytes(self) -> int:
-        if self.user is None:
-            return settings.CHAT_MAX_FRAME_BYTES
-        return min(settings.CHAT_MAX_FRAME_BYTES, self.user.tenant.max_frame_bytes)
 
     def _origin(self) -> str | None:
         for name, value in self.scope.get("headers", []):

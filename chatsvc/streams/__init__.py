@@ -15,6 +15,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# What a Redis outage raises: a lost or refused connection, a timeout.
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
+
 
 class StreamUnavailable(Exception):
     """The stream's store cannot be reached; nothing was changed."""

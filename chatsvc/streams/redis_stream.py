@@ -19,6 +19,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatsvc.streams import REDIS_OUTAGES as OUTAGES
 from chatsvc.streams import (
     Appended,
     Entry,
@@ -36,7 +37,6 @@ SCRIPTS = Path(__file__).with_name("scripts")
 CHANNEL_PREFIX = "chatsvc:room:"
 STATE_TTL_SECONDS = 7 * 86400  # an idle room's seq state; a lost one starts a new epoch
 PING_SECONDS = 10  # a silent pub/sub connection is checked this often
-OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _source(name: str) -> str:
