@@ -124,7 +124,7 @@ def write_items(
     table: str | None = None,
     client=None,
     deadline: float | None = None,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> WriteResult:
     """Store items with BatchWriteItem, retrying until stored or `deadline`.
 
@@ -133,7 +133,7 @@ def write_items(
     jitter; a request DynamoDB rejects as invalid is split into single PutItem
     calls so one bad item cannot keep the others out. `deadline` is a
     time.monotonic() value; items not stored by then are reported as failed.
-    `on_wait` is called before every backoff sleep (the worker extends SQS
+    `on_wait(seconds)` is called before every backoff sleep (the worker extends SQS
     visibility there).
     """
     if deadline is None:
@@ -181,7 +181,7 @@ def write_items(
             continue
         result.retries += 1
         if on_wait is not None:
-            on_wait()
+            on_wait(delay)
         time.sleep(delay)
         # Unprocessed items go first so they are not starved by later chunks.
         pending = unprocessed + rest

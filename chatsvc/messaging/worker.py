@@ -363,9 +363,11 @@ class _VisibilityExtender:
         self.extended = 0
         self._last = min((d.received_at for d in batch), default=time.monotonic())
 
-    def maybe_extend(self) -> None:
+    def maybe_extend(self, sleep_seconds: float = 0.0) -> None:
+        """Extend if, by the end of the coming sleep, half the timeout will have passed."""
         timeout = self.worker._visibility_timeout or 0
-        if not timeout or time.monotonic() - self._last < timeout * VISIBILITY_EXTEND_AT:
+        elapsed_after_sleep = time.monotonic() + sleep_seconds - self._last
+        if not timeout or elapsed_after_sleep < timeout * VISIBILITY_EXTEND_AT:
             return
         self._last = time.monotonic()
         handles = list({d.receipt_handle for d in self.batch})
