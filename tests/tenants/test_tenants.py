@@ -197,3 +197,29 @@ def test_api_keys_are_rate_limited_with_retry_after(client, settings):
 
 def bearer(issued):
     return {"Authorization": f"Bearer {issued.api_key}"}
+
+
+def test_the_smoke_key_goes_to_secrets_manager_and_never_to_the_output(aws):
+    """A one-off task's output lands in CloudWatch Logs: nothing secret may be in it."""
+    from chatsvc.aws import clients
+
+    secrets_manager = clients.client("secretsmanager")
+    secret = secrets_manager.create_secret(Name=f"smoke-{uuid.uuid4().hex[:8]}")["ARN"]
+    output = run("create_tenant", "smoke", "--json", "--store-api-key-in", secret)
+    printed = json.loads(output)
+    assert set(printed) == {"tenant_id", "slug", "key_id", "api_key_stored_in"}
+    stored = secrets_manager.get_secret_value(SecretId=secret)["SecretString"]
+    assert tenant_for_api_key(api_key=stored).slug == "smoke"
+    assert stored not in output
+
+    rotated = run("rotate_tenant_key", "smoke", "--revoke-others", "--store-api-key-in", secret)
+    new_key = secrets_manager.get_secret_value(SecretId=secret)["SecretString"]
+    assert new_key != stored and new_key not in rotated and "api_key_stored_in" in rotated
+    assert tenant_for_api_key(api_key=new_key).slug == "smoke"
+    assert tenant_for_api_key(api_key=stored) is None
+
+
+def test_a_key_that_cannot_be_stored_is_not_created(aws):
+    with pytest.raises(CommandError, match=r"cannot store the API key in .*nothing was created"):
+        run("create_tenant", "smoke", "--store-api-key-in", "no-such-secret")
+    assert not Tenant.objects.filter(slug="smoke").exists()

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from chatsvc.tenants.management.commands.create_tenant import print_issued
+from chatsvc.tenants.management.commands.create_tenant import add_output_arguments, print_issued
 from chatsvc.tenants.models import Tenant
 from chatsvc.tenants.services import rotate_key
 
@@ -14,10 +15,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         parser.add_argument("--revoke-others", action="store_true")
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        add_output_arguments(parser)
 
-    def handle(self, *args, slug, revoke_others, json: bool, **options):
+    def handle(self, *args, slug, revoke_others, json: bool, store_api_key_in: str, **options):
         tenant = Tenant.objects.filter(slug=slug).first()
         if tenant is None:
             raise CommandError(f"no tenant with slug {slug!r}")
-        print_issued(self, rotate_key(tenant=tenant, revoke_others=revoke_others), as_json=json)
+        with transaction.atomic():  # a key that cannot be stored is not issued either
+            issued = rotate_key(tenant=tenant, revoke_others=revoke_others)
+            print_issued(self, issued, as_json=json, secret_id=store_api_key_in)
