@@ -3,7 +3,9 @@
 #   web      ASGI server (manage.py serve: daphne, graceful SIGTERM) on 0.0.0.0:8000
 #   worker   SQS -> DynamoDB consumer (manage.py consume_queue)
 #   migrate  database migrations, run once per release (a one-off task)
-#   healthcheck  used by the image's HEALTHCHECK
+#   healthcheck  used by the image's HEALTHCHECK and the ECS container health check:
+#                a web task turns healthy only once /readyz answered 200 (database,
+#                Redis and SQS reachable); after that it stays healthy while alive
 # Anything else is executed as given (e.g. `python manage.py shell`).
 #
 # DATABASE_URL and REDIS_URL may be given directly. When they are not, they are
@@ -36,9 +38,21 @@ print("{}://{}{}:{}/0".format(scheme, auth, e["REDIS_HOST"], e.get("REDIS_PORT")
 
 healthcheck() {
     # PID 1 is the role's process (every role execs). Only the web role serves HTTP.
+    # Until the task has once been ready it must be ready (/readyz: database, Redis
+    # and SQS reachable, at most 3 s), so a release that cannot reach them never
+    # turns healthy and the deployment circuit breaker rolls it back. From then on,
+    # liveness (/healthz): a later outage of a dependency must not make ECS replace
+    # every live task at once (the service degrades and recovers in place).
     if tr '\0' ' ' < /proc/1/cmdline | grep -q 'manage.py serve'; then
-        exec python -c 'import urllib.request
+        marker="/tmp/chatsvc-was-ready"
+        if [ -e "$marker" ]; then
+            exec python -c 'import urllib.request
 urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=4)'
+        fi
+        # An HTTP 503 raises: a non-zero exit, and no marker.
+        python -c 'import urllib.request
+urllib.request.urlopen("http://127.0.0.1:8000/readyz", timeout=4)' && touch "$marker"
+        exit $?
     fi
     exit 0
 }

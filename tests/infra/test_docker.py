@@ -77,6 +77,21 @@ def test_entrypoint_is_valid_posix_shell():
         assert re.search(rf"^\s+{role}\)\n\s+compose_urls\n\s+{re.escape(command)}$", text, re.M)
 
 
+def test_healthcheck_asks_for_readiness_once_then_liveness():
+    """ECS's container health check (web-service.yaml) runs `entrypoint.sh healthcheck`:
+    a new web task must be ready (database, Redis, SQS) before it counts as healthy, so
+    a release that cannot reach them is rolled back; once ready it stays healthy while
+    alive, so a dependency outage does not make ECS replace every live task."""
+    text = ENTRYPOINT.read_text()
+    body = re.search(r"^healthcheck\(\) \{\n(.*?)^\}", text, re.M | re.S).group(1)
+    urls = re.findall(r"http://127\.0\.0\.1:8000/\w+", body)
+    assert urls == ["http://127.0.0.1:8000/healthz", "http://127.0.0.1:8000/readyz"]
+    liveness, readiness = body.split("8000/readyz")
+    assert 'if [ -e "$marker" ]' in liveness  # liveness only after the marker exists
+    assert '&& touch "$marker"' in readiness  # which only a 200 from /readyz writes
+    assert "exit $?" in readiness
+
+
 def test_entrypoint_composes_urls_from_injected_secrets():
     result = run_entrypoint(
         "printenv",
