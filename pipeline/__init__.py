@@ -6,7 +6,7 @@ Each module is a small CLI (`python -m pipeline.<name> --help`) built on boto3:
 - ``deployment_tags``: tells which color is live and writes ``deployment.json``.
 - ``run_migrations``: runs ``migrate`` once as a one-off Fargate task.
 - ``smoke_test``: exercises REST and WebSocket through the test listener.
-- ``swap_lambda``: swaps the production and test listeners (also the Lambda handler).
+- ``swap_lambda``: makes the test color live through the release stack (also the Lambda handler).
 - ``package``: zips templates and scripts into the bundle the pipeline reads.
 
 Exit codes shared by all of them: 0 success, 1 the check failed or the action was

@@ -1,36 +1,35 @@
-"""Swap the ALB's production and test listeners (blue/green), safely.
+"""Promote the test color (blue/green) to production through the release stack.
 
-The Lambda behind the pipeline's "Swap" action, and the operator's rollback tool:
+The Lambda behind the pipeline's "SwapListeners" action, and the operator's tool:
 
-    python -m pipeline.swap_lambda --load-balancer NAME              # swap (promote test)
-    python -m pipeline.swap_lambda --load-balancer NAME --to-color blue   # make blue live
-    python -m pipeline.swap_lambda --load-balancer NAME --status     # show, change nothing
+    python -m pipeline.swap_lambda --prefix chatsvc-production --status
+    python -m pipeline.swap_lambda --prefix chatsvc-production --to-color blue   # roll back
 
-The listeners are the truth about which color is live: the production listener
-(443, or 80 without a certificate) and the test listener (8080) each forward to
-one of two target groups tagged ``color`` = blue|green. A swap:
+The release stack (cloudformation/release.yaml) is the only owner of traffic: its
+``LiveColor`` parameter decides where the production (443/80) and test (8080)
+listeners forward, which target group is tagged ``live``, which image the worker
+runs, and which template revision the load balancer and the worker use. A swap
+never edits a listener; it updates that stack with ``LiveColor`` flipped and every
+other parameter and the template unchanged. So a later deploy, or CloudFormation
+rolling one back, re-applies what the swap made live instead of the release
+before it, and a failed swap is rolled back by CloudFormation as a whole.
 
-1. reads both listeners and the target groups' tags;
-2. refuses when the target group that is to become live has no healthy target;
-3. records its intent on the load balancer (tags ``swap-job``, ``swap-target``,
-   ``swap-production-tg``, ``swap-test-tg``) so that a rerun, or a crash between
-   the two listener updates, can be completed rather than swapped back;
-4. points production at the new color, then test at the old one;
-5. reads both listeners back; on any failure it restores both listeners to
-   where they were (a half-done swap never stays) and reports why;
-6. sets the target groups' ``live`` tags ("true"/"false").
+A swap, step by step:
 
-A rerun of the same CodePipeline job (Lambda retries an asynchronous invocation
-that errored) converges to the job's recorded target instead of swapping again.
-``--to-color`` is idempotent by construction. In the pipeline the Lambda reads
-the run's ``deployment.json`` (its input artifact) and swaps *to* that run's
-``TestColor``, only if that color still runs the run's ``TestImageTag``: a
-CodePipeline retry (a new job id) after a swap that succeeded finds the color
-live already and changes nothing, and a run whose test color another run has
-deployed over since is refused instead of shipping that other release.
+1. reads the release stack: it must be stable (not mid-update) and the color to
+   make live must run the image this run tested (``TestImageTag``), else it
+   refuses; if that color is live already it changes nothing (a retry);
+2. matches capacity: the color to make live is scaled to at least the live
+   color's desired count and waits until all its desired tasks run and are
+   healthy in its target group (refusing after ``CAPACITY_WAIT_SECONDS``);
+3. updates the stack (``LiveColor`` only) and waits for UPDATE_COMPLETE;
+4. reads the listeners back: production must forward to the new color.
 
-This module must only need boto3 (it is deployed alone as ``swap_lambda.py`` at
-the root of a zip, handler ``swap_lambda.handler``); keep it self-contained.
+In CodePipeline the waits span invocations through continuation tokens; the
+token carries the phase, so any invocation (a Lambda retry, a CodePipeline retry
+with a new job id) converges instead of swapping back. This module must only
+need boto3 (it is deployed alone as ``swap_lambda.py`` at the root of a zip,
+handler ``swap_lambda.handler``); keep it self-contained.
 """
 
 from __future__ import annotations
@@ -55,12 +54,17 @@ COLORS = ("blue", "green")
 TAG_COLOR = "color"
 TAG_LIVE = "live"
 TAG_IMAGE = "image"
-MARKER_JOB = "swap-job"
-MARKER_TARGET = "swap-target"
-MARKER_PRODUCTION_TG = "swap-production-tg"
-MARKER_TEST_TG = "swap-test-tg"
+TAG_TEMPLATES = "templates"
 MAX_FAILURE_MESSAGE = 5000  # CodePipeline FailureDetails.message limit
 PROMOTED_PREFIX = "promoted-"  # ECR's lifecycle policy keeps these (cloudformation/ecr.yaml)
+CAPACITY_WAIT_SECONDS = 15 * 60
+POLL_SECONDS = 10
+# A stack the swap may update; anything else is mid-change or broken.
+STABLE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
+UPDATING = (
+    "UPDATE_IN_PROGRESS",
+    "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -103,6 +107,10 @@ class TargetGroup:
     def image(self) -> str:
         return self.tags.get(TAG_IMAGE, "").strip()
 
+    @property
+    def templates(self) -> str:
+        return self.tags.get(TAG_TEMPLATES, "").strip()
+
     def describe(self) -> str:
         return f"{self.name} ({self.color or 'no color tag'})"
 
@@ -123,8 +131,7 @@ class AlbState:
     dns_name: str
     production: Listener
     test: Listener
-    groups: dict[str, TargetGroup]  # by ARN: every target group involved
-    marker: dict[str, str]  # the load balancer's swap-* tags
+    groups: dict[str, TargetGroup]  # by ARN: the listeners' target groups
 
     @property
     def production_tg(self) -> TargetGroup:
@@ -136,7 +143,7 @@ class AlbState:
 
     @property
     def half_done(self) -> bool:
-        """Both listeners forward to the same target group: an interrupted swap."""
+        """Both listeners forward to the same target group (edited by hand)."""
         return self.production.target_group_arn == self.test.target_group_arn
 
     def by_color(self, color: str) -> TargetGroup | None:
@@ -232,21 +239,9 @@ def read_state(elbv2, name: str) -> AlbState | None:
         return None
     lb_arn = lb["LoadBalancerArn"]
     production, test = find_listeners(elbv2, lb_arn)
-    lb_tags = _tags(elbv2, [lb_arn]).get(lb_arn, {})
-    marker = {k: v for k, v in lb_tags.items() if k.startswith("swap-")}
     arns = list(dict.fromkeys([production.target_group_arn, test.target_group_arn]))
     tags = _tags(elbv2, arns)
     groups = {arn: TargetGroup(arn, tags.get(arn, {})) for arn in arns}
-    # After an interrupted swap both listeners forward to one group: the intent
-    # recorded on the load balancer still names the other one. (Listed after the
-    # listeners' groups, so that by_color prefers those.)
-    for key in (MARKER_PRODUCTION_TG, MARKER_TEST_TG):
-        arn = marker.get(key)
-        if arn and arn not in groups:
-            try:
-                groups[arn] = TargetGroup(arn, _tags(elbv2, [arn]).get(arn, {}))
-            except ClientError:
-                pass  # a stale record of a target group that no longer exists
     return AlbState(
         name=name,
         arn=lb_arn,
@@ -254,7 +249,6 @@ def read_state(elbv2, name: str) -> AlbState | None:
         production=production,
         test=test,
         groups=groups,
-        marker=marker,
     )
 
 
@@ -273,164 +267,264 @@ def describe_state(state: AlbState) -> str:
     )
 
 
+# --------------------------------------------------------------------------- the release
+
+
+@dataclass(frozen=True)
+class Config:
+    """Names of what a swap reads and changes (the Lambda's environment)."""
+
+    load_balancer: str
+    stack: str
+    cluster: str
+    service_prefix: str  # web services are <service_prefix>-blue / -green
+    role_arn: str = ""  # the role CloudFormation deploys the release stack with
+
+    @classmethod
+    def from_prefix(cls, prefix: str, role_arn: str = "") -> Config:
+        """The names cloudformation/ derives from the platform's Prefix."""
+        return cls(prefix, f"{prefix}-release", prefix, f"{prefix}-web", role_arn)
+
+    @classmethod
+    def from_env(cls, overrides: dict | None = None) -> Config:
+        values = {
+            "load_balancer": os.environ.get("LOAD_BALANCER_NAME", ""),
+            "stack": os.environ.get("RELEASE_STACK_NAME", ""),
+            "cluster": os.environ.get("CLUSTER_NAME", ""),
+            "service_prefix": os.environ.get("SERVICE_PREFIX", ""),
+            "role_arn": os.environ.get("RELEASE_ROLE_ARN", ""),
+        }
+        values.update({k: v for k, v in (overrides or {}).items() if k in values and v})
+        missing = [k for k, v in values.items() if not v and k != "role_arn"]
+        if missing:
+            raise ValueError(f"missing configuration: {', '.join(missing)}")
+        return cls(**values)
+
+    def service(self, color: str) -> str:
+        return f"{self.service_prefix}-{color}"
+
+
+@dataclass
+class Release:
+    """The release stack as CloudFormation records it."""
+
+    name: str
+    status: str
+    reason: str
+    parameters: dict[str, str]
+    last_updated: str
+
+    @property
+    def live_color(self) -> str:
+        return self.parameters.get("LiveColor", "")
+
+    def image(self, color: str) -> str:
+        return self.parameters.get(f"{color.capitalize()}ImageTag", "")
+
+
+def read_release(cfn, name: str) -> Release:
+    try:
+        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    except ClientError as exc:
+        if _code_of(exc) == "ValidationError" and "does not exist" in str(exc):
+            raise SwapError(
+                f"release stack {name!r} does not exist: nothing is deployed yet"
+            ) from exc
+        raise
+    return Release(
+        name=name,
+        status=stack["StackStatus"],
+        reason=stack.get("StackStatusReason", ""),
+        parameters={p["ParameterKey"]: p.get("ParameterValue", "") for p in stack["Parameters"]},
+        last_updated=str(stack.get("LastUpdatedTime") or stack.get("CreationTime", "")),
+    )
+
+
+def first_failure(cfn, name: str) -> str:
+    """The first FAILED reason of the stack's latest update (events come newest first)."""
+    first = "no failure reason recorded"
+    for event in cfn.describe_stack_events(StackName=name)["StackEvents"]:
+        status = event.get("ResourceStatus", "")
+        if event.get("LogicalResourceId") == name and status == "UPDATE_IN_PROGRESS":
+            break  # where the update began
+        if status.endswith("_FAILED") and event.get("ResourceStatusReason"):
+            first = f"{event['LogicalResourceId']}: {event['ResourceStatusReason']}"
+    return first
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def capacity(ecs, elbv2, config: Config, target: str, live: str, target_tg: str, log: Log) -> str:
+    """'' when `target` can take production's load; else what it is waiting for.
+
+    Scales `target` up to the live color's desired count first (never down):
+    a color that sat at its minimum on the test listener must not take the
+    traffic of a live color that autoscaling has grown.
+    """
+    services = ecs.describe_services(
+        cluster=config.cluster, services=[config.service(target), config.service(live)]
+    )
+    by_name = {s["serviceName"]: s for s in services["services"]}
+    mine, theirs = by_name.get(config.service(target)), by_name.get(config.service(live))
+    if mine is None:
+        raise SwapError(f"service {config.service(target)} not found in {config.cluster}")
+    wanted = max(mine["desiredCount"], theirs["desiredCount"] if theirs else 0, 1)
+    if mine["desiredCount"] < wanted:
+        ecs.update_service(
+            cluster=config.cluster, service=config.service(target), desiredCount=wanted
+        )
+        log(f"scaled {config.service(target)} from {mine['desiredCount']} to {wanted} tasks")
+        return f"{config.service(target)} is starting {wanted - mine['desiredCount']} task(s)"
+    if len(mine.get("deployments", [])) > 1:
+        return f"{config.service(target)} is still deploying"
+    healthy = healthy_count(elbv2, target_tg)
+    if mine.get("runningCount", 0) < wanted or healthy < wanted:
+        return (
+            f"{config.service(target)}: {mine.get('runningCount', 0)} running, "
+            f"{healthy} healthy of {wanted} wanted"
+        )
+    log(f"{config.service(target)}: {healthy} healthy of {wanted} wanted")
+    return ""
+
+
 # --------------------------------------------------------------------------- swapping
 
 
 @dataclass
-class SwapResult:
-    live_color: str
-    previous_color: str
-    changed: bool
+class Step:
+    """The outcome of one pass: done (with a message), or a phase to come back to."""
+
     message: str
+    done: bool = False
+    changed: bool = False
+    token: dict = field(default_factory=dict)  # what the next pass needs
 
 
-def _point(elbv2, listener: Listener, tg_arn: str) -> None:
-    elbv2.modify_listener(
-        ListenerArn=listener.arn,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
-    )
+@dataclass
+class Swap:
+    """One swap to `target` (optionally: only if it runs `expect_image`)."""
 
+    config: Config
+    cfn: object
+    ecs: object
+    elbv2: object
+    target: str
+    expect_image: str | None = None
+    request_token: str = ""  # makes UpdateStack idempotent for this job
+    log: Log = _print
+    clock: Callable[[], float] = time.time
 
-def _verify(elbv2, state: AlbState, prod_arn: str, test_arn: str, sleep, attempts=3) -> bool:
-    for attempt in range(attempts):
-        found = elbv2.describe_listeners(ListenerArns=[state.production.arn, state.test.arn])[
-            "Listeners"
-        ]
-        by_arn = {item["ListenerArn"]: forward_target(item) for item in found}
-        if by_arn.get(state.production.arn) == prod_arn and by_arn.get(state.test.arn) == test_arn:
-            return True
-        if attempt + 1 < attempts:
-            sleep(1)
-    return False
-
-
-def _set_live_tags(elbv2, live: TargetGroup, idle: TargetGroup) -> None:
-    # The idle one first: a reader never sees two groups tagged live=true.
-    elbv2.add_tags(ResourceArns=[idle.arn], Tags=[{"Key": TAG_LIVE, "Value": "false"}])
-    elbv2.add_tags(ResourceArns=[live.arn], Tags=[{"Key": TAG_LIVE, "Value": "true"}])
-
-
-def _resolve_pair(state: AlbState, target_color: str) -> tuple[TargetGroup, TargetGroup]:
-    target = state.by_color(target_color)
-    other = state.by_color(other_color(target_color))
-    if target is None or other is None:
-        found = ", ".join(g.describe() for g in state.groups.values())
-        raise SwapError(
-            f"cannot find both a blue and a green target group behind the listeners "
-            f"(found: {found}); check the target groups' '{TAG_COLOR}' tags"
-        )
-    return target, other
-
-
-def swap(
-    elbv2,
-    load_balancer: str,
-    *,
-    job_id: str | None = None,
-    to_color: str | None = None,
-    expect_image: str | None = None,
-    log: Log = _print,
-    sleep: Callable[[float], None] = time.sleep,
-) -> SwapResult:
-    """Make `to_color` live (default: whatever the test listener serves now).
-
-    With `expect_image`, refuse unless the target group to make live is tagged
-    with that image (the release this run tested).
-
-    Raises SwapError with the reason on refusal or failure; in every failure
-    case production is left forwarding to the target group it had, unless the
-    message says otherwise.
-    """
-    if to_color is not None and to_color not in COLORS:
-        raise SwapError(f"--to-color must be one of {', '.join(COLORS)}, not {to_color!r}")
-    state = read_state(elbv2, load_balancer)
-    if state is None:
-        raise SwapError(f"load balancer {load_balancer!r} does not exist: nothing to swap")
-    log(f"before: {describe_state(state)}")
-
-    marker = state.marker
-    if job_id and marker.get(MARKER_JOB) == job_id and marker.get(MARKER_TARGET) in COLORS:
-        target_color = marker[MARKER_TARGET]
-        log(f"job {job_id} ran before and aimed at {target_color}: converging to it")
-    elif to_color:
-        target_color = to_color
-    elif state.half_done:
-        raise SwapError(
-            f"production and test both forward to {state.production_tg.describe()}: an "
-            f"earlier swap was interrupted. Pick the color to make live and run "
-            f"`python -m pipeline.swap_lambda --load-balancer {load_balancer} --to-color COLOR`"
-        )
-    else:
-        target_color = state.test_tg.color or ""
-        if target_color not in COLORS:
+    def advance(self, token: dict | None = None) -> Step:
+        """Do what can be done now; raise SwapError when refused or failed."""
+        token = token or {}
+        release = read_release(self.cfn, self.config.stack)
+        phase = token.get("phase", "start")
+        if phase == "stack":
+            return self._await_stack(release)
+        if release.live_color == self.target and release.status in STABLE:
+            return self._verified(release, f"{self.target} is already live", changed=False)
+        if release.status in UPDATING and release.live_color == self.target:
+            return self._await_stack(release)  # a rerun after the update started
+        if release.status not in STABLE:
             raise SwapError(
-                f"the test target group {state.test_tg.name} has no valid "
-                f"'{TAG_COLOR}' tag ({target_color!r})"
+                f"the release stack is {release.status}, not stable: refusing to swap; "
+                f"production stays on {release.live_color}"
             )
-
-    target, other = _resolve_pair(state, target_color)
-    if expect_image is not None and target.image != expect_image:
-        raise SwapError(
-            f"refusing to swap: {target.describe()} runs image {target.image!r}, not this "
-            f"run's {expect_image!r} (a later run deployed over it); production stays on "
-            f"{state.production_tg.describe()}"
+        if self.expect_image is not None and release.image(self.target) != self.expect_image:
+            raise SwapError(
+                f"refusing to swap: {self.target} runs image {release.image(self.target)!r}, "
+                f"not this run's {self.expect_image!r} (a later run deployed over it); "
+                f"production stays on {release.live_color}"
+            )
+        deadline = token.get("deadline") or self.clock() + CAPACITY_WAIT_SECONDS
+        state = self._alb()
+        target_tg = state.by_color(self.target)
+        if target_tg is None:
+            raise SwapError(f"no target group tagged color={self.target}")
+        waiting = capacity(
+            self.ecs,
+            self.elbv2,
+            self.config,
+            self.target,
+            release.live_color,
+            target_tg.arn,
+            self.log,
         )
-    original_prod, original_test = state.production.target_group_arn, state.test.target_group_arn
-
-    if original_prod == target.arn and original_test == other.arn:
-        log(f"{target_color} is already live and {other.color} is on test: nothing to swap")
-        if target.live != "true" or other.live != "false":
-            _set_live_tags(elbv2, target, other)
-            log("live tags corrected")
-        return SwapResult(target_color, target_color, False, f"{target_color} is already live")
-
-    healthy = healthy_count(elbv2, target.arn)
-    if healthy == 0:
-        raise SwapError(
-            f"refusing to swap: target group {target.describe()} has no healthy targets; "
-            f"production stays on {state.production_tg.describe()}"
+        if waiting:
+            if self.clock() > deadline:
+                raise SwapError(
+                    f"refusing to swap: {waiting} after {CAPACITY_WAIT_SECONDS // 60} min; "
+                    f"production stays on {release.live_color}"
+                )
+            return Step(
+                f"waiting for capacity: {waiting}",
+                token={
+                    "phase": "capacity",
+                    "deadline": deadline,
+                },
+            )
+        self._update_stack(release)
+        return Step(
+            f"updating {self.config.stack}: LiveColor {release.live_color} -> {self.target}",
+            token={"phase": "stack"},
         )
-    log(f"{target.describe()} has {healthy} healthy target(s)")
 
-    elbv2.add_tags(
-        ResourceArns=[state.arn],
-        Tags=[
-            {"Key": MARKER_JOB, "Value": job_id or "manual"},
-            {"Key": MARKER_TARGET, "Value": target_color},
-            {"Key": MARKER_PRODUCTION_TG, "Value": target.arn},
-            {"Key": MARKER_TEST_TG, "Value": other.arn},
-        ],
-    )
+    def _alb(self) -> AlbState:
+        state = read_state(self.elbv2, self.config.load_balancer)
+        if state is None:
+            raise SwapError(f"load balancer {self.config.load_balancer!r} does not exist")
+        return state
 
-    step = "pointing production at " + target.describe()
-    try:
-        _point(elbv2, state.production, target.arn)
-        log(f"production :{state.production.port} -> {target.describe()}")
-        step = "pointing test at " + other.describe()
-        _point(elbv2, state.test, other.arn)
-        log(f"test :{state.test.port} -> {other.describe()}")
-        step = "verifying the listeners"
-        if not _verify(elbv2, state, target.arn, other.arn, sleep):
-            raise SwapError("the listeners did not read back as swapped")
-    except Exception as exc:
-        reason = f"swap failed while {step}: {_why(exc)}"
-        log(reason)
+    def _update_stack(self, release: Release) -> None:
+        parameters = [
+            {"ParameterKey": key, "UsePreviousValue": True}
+            for key in release.parameters
+            if key != "LiveColor"
+        ]
+        parameters.append({"ParameterKey": "LiveColor", "ParameterValue": self.target})
+        request = {
+            "StackName": self.config.stack,
+            "UsePreviousTemplate": True,
+            "Parameters": parameters,
+        }
+        if self.config.role_arn:
+            request["RoleArn"] = self.config.role_arn
+        if self.request_token:
+            request["ClientRequestToken"] = self.request_token
+        self.log(f"updating {self.config.stack}: LiveColor {release.live_color} -> {self.target}")
+        self.cfn.update_stack(**request)
+
+    def _await_stack(self, release: Release) -> Step:
+        if release.status in UPDATING:
+            return Step(f"{self.config.stack} is {release.status}", token={"phase": "stack"})
+        if release.status == "UPDATE_COMPLETE" and release.live_color == self.target:
+            return self._verified(release, f"{self.target} is live", changed=True)
+        reason = first_failure(self.cfn, self.config.stack)
         raise SwapError(
-            _undo(elbv2, state, original_prod, original_test, reason, log, sleep)
-        ) from exc
+            f"the swap's stack update ended {release.status} ({reason}); CloudFormation "
+            f"rolled it back: production stays on {release.live_color or 'the live color'}"
+        )
 
-    try:
-        _set_live_tags(elbv2, target, other)
-    except (ClientError, BotoCoreError) as exc:
-        raise SwapError(
-            f"listeners swapped and verified ({target_color} is live) but updating the "
-            f"'{TAG_LIVE}' tags failed: {_why(exc)}; rerun the swap to fix the tags "
-            f"(it will not swap again)"
-        ) from exc
-    previous = state.production_tg.color or other_color(target_color)
-    message = f"{target_color} is live on :{state.production.port}, {other.color} is on test"
-    log(f"done: {message}")
-    return SwapResult(target_color, previous, True, message)
+    def _verified(self, release: Release, message: str, *, changed: bool) -> Step:
+        state = self._alb()
+        if state.live_color != self.target or state.test_color != other_color(self.target):
+            raise SwapError(
+                f"the release stack says {release.live_color} is live but the listeners "
+                f"say: {describe_state(state)}. Someone changed them outside "
+                f"CloudFormation; detect drift on {self.config.stack} and update it"
+            )
+        self.log(f"done: {message}; {describe_state(state)}")
+        return Step(message, done=True, changed=changed)
+
+    def run(self, *, sleep: Callable[[float], None] = time.sleep) -> Step:
+        """Advance until done (the CLI); SwapError when refused or failed."""
+        step = self.advance()
+        while not step.done:
+            self.log(step.message)
+            sleep(POLL_SECONDS)
+            step = self.advance(step.token)
+        return step
 
 
 def _why(exc: BaseException) -> str:
@@ -440,36 +534,8 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _undo(elbv2, state, original_prod, original_test, reason, log, sleep) -> str:
-    """Put both listeners back; return the message that tells where traffic is."""
-    names = {arn: group.describe() for arn, group in state.groups.items()}
-    try:
-        _point(elbv2, state.production, original_prod)
-        _point(elbv2, state.test, original_test)
-        if not _verify(elbv2, state, original_prod, original_test, sleep):
-            raise SwapError("the listeners did not read back as restored")
-    except Exception as undo_exc:
-        where = "unknown"
-        try:
-            now = read_state(elbv2, state.name)
-            if now is not None:
-                where = f"{now.production_tg.describe()}, "
-                where += f"{healthy_count(elbv2, now.production.target_group_arn)} healthy"
-        except Exception as read_exc:
-            where = f"unknown ({_why(read_exc)})"
-        message = (
-            f"{reason}; ROLLBACK FAILED: {_why(undo_exc)}; production now forwards to "
-            f"{where}. Fix by hand: python -m pipeline.swap_lambda --load-balancer "
-            f"{state.name} --to-color COLOR"
-        )
-        log(message)
-        return message
-    message = (
-        f"{reason}; rolled back: production forwards to {names[original_prod]} again, "
-        f"test to {names[original_test]}"
-    )
-    log(message)
-    return message
+def _code_of(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
 
 
 # --------------------------------------------------------------------------- Lambda
@@ -516,15 +582,11 @@ def mark_promoted(ecr, repository: str, tag: str, log: Log = _print) -> None:
         log(f"WARNING: could not mark {repository}:{tag} {promoted}: {_why(exc)}")
 
 
-def _code_of(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
-def run_deployment(job: dict, s3=None) -> dict | None:
-    """The run's deployment.json from the job's input artifact (DiscoverOutput), if it has one."""
+def run_deployment(job: dict, s3=None) -> dict:
+    """The run's deployment.json from the job's input artifact (DiscoverOutput)."""
     artifacts = job.get("data", {}).get("inputArtifacts") or []
     if not artifacts:
-        return None
+        raise ValueError("the action has no input artifact (DiscoverOutput)")
     location = artifacts[0]["location"]["s3Location"]
     if s3 is None:
         credentials = job["data"]["artifactCredentials"]
@@ -542,21 +604,29 @@ def run_deployment(job: dict, s3=None) -> dict | None:
     return deployment
 
 
-def handler(event, context, *, elbv2=None, codepipeline=None, s3=None, ecr=None):
-    """CodePipeline Lambda invoke action: swap, then report the job's result."""
+def _continuation(job: dict) -> dict:
+    raw = job.get("data", {}).get("continuationToken")
+    return json.loads(raw) if raw else {}
+
+
+def _budget(context, cap: float) -> float:
+    """Seconds this invocation may keep polling, leaving room to report."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return 0.0
+    return max(0.0, min(cap, remaining() / 1000 - 30))
+
+
+def handler(event, context, *, clients=None, codepipeline=None, s3=None, sleep=time.sleep):
+    """CodePipeline Lambda invoke action: advance the swap, report, or continue later."""
+    clients = clients or {}
+
+    def client(name):
+        return clients.get(name) or boto3.client(name)
+
     job = event.get("CodePipeline.job") if isinstance(event, dict) else None
     if not job:
-        # A direct invocation (console test, operator): swap and return the outcome.
-        name = (event or {}).get("load_balancer") or os.environ.get("LOAD_BALANCER_NAME")
-        if not name:
-            return {"ok": False, "message": "no load_balancer given"}
-        try:
-            result = swap(
-                elbv2 or boto3.client("elbv2"), name, to_color=(event or {}).get("to_color")
-            )
-        except (SwapError, ClientError, BotoCoreError) as exc:
-            return {"ok": False, "message": _why(exc)}
-        return {"ok": True, "message": result.message, "live_color": result.live_color}
+        return _direct(event or {}, client)
 
     job_id = job["id"]
     codepipeline = codepipeline or boto3.client("codepipeline")
@@ -571,26 +641,29 @@ def handler(event, context, *, elbv2=None, codepipeline=None, s3=None, ecr=None)
         return {"ok": False, "message": message}
 
     try:
-        params = _user_parameters(job)
+        config = Config.from_env(_user_parameters(job))
     except (ValueError, TypeError) as exc:
-        return fail("ConfigurationError", f"invalid UserParameters: {exc}")
-    name = params.get("load_balancer") or os.environ.get("LOAD_BALANCER_NAME")
-    if not name:
-        return fail(
-            "ConfigurationError",
-            'no load balancer: set LOAD_BALANCER_NAME or UserParameters {"load_balancer": ...}',
-        )
+        return fail("ConfigurationError", f"invalid configuration: {exc}")
     try:
         deployment = run_deployment(job, s3)
+        token = _continuation(job)
     except (KeyError, ValueError, zipfile.BadZipFile, ClientError, BotoCoreError) as exc:
         return fail("JobFailed", f"cannot read this run's deployment.json: {_why(exc)}")
-    target = (
-        {"to_color": deployment["TestColor"], "expect_image": deployment["TestImageTag"]}
-        if deployment
-        else {}
+    swap = Swap(
+        config,
+        client("cloudformation"),
+        client("ecs"),
+        client("elbv2"),
+        target=deployment["TestColor"],
+        expect_image=deployment["TestImageTag"],
+        request_token=f"swap-{job_id}"[:128],
     )
+    deadline = time.monotonic() + _budget(context, 240)
     try:
-        result = swap(elbv2 or boto3.client("elbv2"), name, job_id=job_id, **target)
+        step = swap.advance(token)
+        while not step.done and time.monotonic() + POLL_SECONDS < deadline:
+            sleep(POLL_SECONDS)
+            step = swap.advance(step.token)
     except SwapError as exc:
         return fail("JobFailed", str(exc))
     except (ClientError, BotoCoreError) as exc:
@@ -598,17 +671,40 @@ def handler(event, context, *, elbv2=None, codepipeline=None, s3=None, ecr=None)
     except Exception as exc:  # report, never leave the job hanging until it times out
         traceback.print_exc()
         return fail("JobFailed", f"unexpected error: {type(exc).__name__}: {exc}")
+
+    if not step.done:
+        # CodePipeline invokes the action again with this token; the phase in it
+        # makes the next invocation wait, never start a second update.
+        codepipeline.put_job_success_result(
+            jobId=job_id,
+            continuationToken=json.dumps(step.token),
+            executionDetails={"summary": step.message[:2048]},
+        )
+        print(f"job {job_id} continues: {step.message}", flush=True)
+        return {"ok": True, "message": step.message, "pending": True}
     repository = os.environ.get("REPOSITORY_NAME")
-    if deployment and repository:
-        mark_promoted(ecr or boto3.client("ecr"), repository, deployment["TestImageTag"])
-    # If reporting success raises, the invocation errors and Lambda retries it:
-    # the rerun finds this job's recorded target and converges without swapping back.
+    if repository:
+        mark_promoted(client("ecr"), repository, deployment["TestImageTag"])
     codepipeline.put_job_success_result(
         jobId=job_id,
-        executionDetails={"summary": result.message[:2048], "percentComplete": 100},
+        executionDetails={"summary": step.message[:2048], "percentComplete": 100},
     )
-    print(f"job {job_id} succeeded: {result.message}", flush=True)
-    return {"ok": True, "message": result.message, "live_color": result.live_color}
+    print(f"job {job_id} succeeded: {step.message}", flush=True)
+    return {"ok": True, "message": step.message, "live_color": swap.target}
+
+
+def _direct(event: dict, client) -> dict:
+    """A direct invocation (console test, operator): one pass towards `to_color`."""
+    to_color = event.get("to_color")
+    if to_color not in COLORS:
+        return {"ok": False, "message": f"to_color must be one of {', '.join(COLORS)}"}
+    try:
+        config = Config.from_env(event)
+        swap = Swap(config, client("cloudformation"), client("ecs"), client("elbv2"), to_color)
+        step = swap.advance(event.get("token"))
+    except (ValueError, SwapError, ClientError, BotoCoreError) as exc:
+        return {"ok": False, "message": _why(exc)}
+    return {"ok": True, "message": step.message, "done": step.done, "token": step.token}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -618,38 +714,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.swap_lambda",
         description=(
-            "Swap the ALB's production and test listeners (blue/green), or roll back "
-            "with --to-color. Refuses when the group to make live has no healthy targets; "
-            "undoes a half-done swap."
+            "Show which color is live, or make a color live (a rollback) through the "
+            "release stack: matches capacity, updates LiveColor, waits, verifies."
         ),
-        epilog="Exit codes: 0 swapped or already so, 1 refused or failed, 2 bad usage.",
+        epilog="Exit codes: 0 done or already so, 1 refused or failed, 2 bad usage.",
     )
-    parser.add_argument("--load-balancer", required=True, help="the ALB's name")
     parser.add_argument(
-        "--to-color", choices=COLORS, help="make this color live (idempotent); default: swap"
+        "--prefix", required=True, help="the platform's Prefix, e.g. chatsvc-production"
     )
-    parser.add_argument("--status", action="store_true", help="only show the current state")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--to-color", choices=COLORS, help="make this color live (idempotent)")
+    action.add_argument("--status", action="store_true", help="only show the current state")
+    parser.add_argument(
+        "--role-arn", default="", help="the release deploy role (default: the stack's)"
+    )
     parser.add_argument("--region", help="AWS region (default: from the environment)")
     args = parser.parse_args(argv)
-    elbv2 = boto3.client("elbv2", region_name=args.region)
+    config = Config.from_prefix(args.prefix, args.role_arn)
+    session = boto3.session.Session(region_name=args.region)
+    elbv2 = session.client("elbv2")
     try:
         if args.status:
-            state = read_state(elbv2, args.load_balancer)
-            if state is None:
-                print(f"load balancer {args.load_balancer!r} does not exist")
-                return EXIT_FAILED
-            print(describe_state(state))
-            if state.half_done:
-                print("WARNING: both listeners forward to the same target group")
+            release = read_release(session.client("cloudformation"), config.stack)
+            state = read_state(elbv2, config.load_balancer)
+            print(
+                f"{release.name}: {release.status}, LiveColor={release.live_color}, "
+                f"blue={release.image('blue')}, green={release.image('green')}"
+            )
+            print(describe_state(state) if state else "no load balancer")
             return EXIT_OK
-        result = swap(elbv2, args.load_balancer, to_color=args.to_color)
+        swap = Swap(
+            config, session.client("cloudformation"), session.client("ecs"), elbv2, args.to_color
+        )
+        step = swap.run()
     except SwapError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (ClientError, BotoCoreError) as exc:
         print(f"FAILED: AWS error: {_why(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"OK: {result.message}")
+    print(f"OK: {step.message}")
     return EXIT_OK
 
 

@@ -68,6 +68,8 @@ def nested_stacks(template: dict) -> dict[str, tuple[str, dict]]:
         if resource["Type"] != "AWS::CloudFormation::Stack":
             continue
         url = resource["Properties"]["TemplateURL"]["Fn::Sub"]
+        if isinstance(url, list):  # [text, {variables}]
+            url = url[0]
         match = re.search(r"\}([a-z0-9-]+\.yaml)$", url)
         assert match, f"{logical_id}: TemplateURL {url!r} does not end in a template file"
         found[logical_id] = (match.group(1), resource["Properties"].get("Parameters", {}))

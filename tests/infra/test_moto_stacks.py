@@ -102,6 +102,8 @@ def security_groups(aws, network):
         Prefix=PREFIX,
         VpcId=network["VpcId"],
         ProductionListenerPort=80,
+        NatPublicIp1=network["NatPublicIp1"],
+        NatPublicIp2=network["NatPublicIp2"],
     )
 
 
@@ -118,6 +120,8 @@ def load_balancer(aws, network, security_groups):
         LiveColor="green",
         BlueImageTag="0123abcd0123",
         GreenImageTag="fedc4321fedc",
+        BlueTemplatePrefix="chatsvc/templates/releases/blue-run/",
+        GreenTemplatePrefix="chatsvc/templates/releases/green-run/",
     )
     elbv2 = aws("elbv2")
     (lb,) = elbv2.describe_load_balancers(Names=[PREFIX])["LoadBalancers"]
@@ -157,7 +161,7 @@ def test_one_public_route_table_via_the_gateway_two_private_via_nat(aws, network
     assert len(via_nat) == 2 and len(via_igw) == 1 and len(defaults) == 3, defaults
 
 
-def test_tasks_accept_only_the_load_balancer_on_8000(aws, security_groups):
+def test_tasks_accept_only_the_load_balancer_on_8000(aws, network, security_groups):
     ec2 = aws("ec2")
     groups = {
         g["GroupId"]: g
@@ -167,6 +171,13 @@ def test_tasks_accept_only_the_load_balancer_on_8000(aws, security_groups):
     }
     alb = groups[security_groups["LoadBalancerSecurityGroupId"]]
     assert sorted(p["FromPort"] for p in alb["IpPermissions"]) == [80, 8080]
+    by_port = {p["FromPort"]: [r["CidrIp"] for r in p["IpRanges"]] for p in alb["IpPermissions"]}
+    assert by_port[80] == ["0.0.0.0/0"]
+    # The test listener: only the (one, in dev) NAT gateway's address, where the smoke
+    # test comes from; TestListenerCidr is empty by default.
+    (address,) = ec2.describe_addresses()["Addresses"]
+    assert by_port[8080] == [f"{address['PublicIp']}/32"]
+    assert network["NatPublicIp1"] == network["NatPublicIp2"] == address["PublicIp"]
     # The cross-group rules are separate resources (AWS::EC2::SecurityGroupIngress)
     # which moto's CloudFormation does not create; the template test covers them.
 
@@ -200,7 +211,7 @@ def test_load_balancer_idle_timeout_suits_websockets(aws, load_balancer):
     assert load_balancer["Scheme"] == "internet-facing"
 
 
-def test_target_groups_are_tagged_with_color_live_and_image(aws, load_balancer):
+def test_target_groups_are_tagged_with_color_live_image_and_templates(aws, load_balancer):
     elbv2 = aws("elbv2")
     groups = elbv2.describe_target_groups(LoadBalancerArn=load_balancer["LoadBalancerArn"])[
         "TargetGroups"
@@ -212,8 +223,18 @@ def test_target_groups_are_tagged_with_color_live_and_image(aws, load_balancer):
     tags = {d["ResourceArn"]: {t["Key"]: t["Value"] for t in d["Tags"]} for d in descriptions}
     by_color = {tags[g["TargetGroupArn"]]["color"]: (g, tags[g["TargetGroupArn"]]) for g in groups}
     assert set(by_color) == {"blue", "green"}
-    assert by_color["blue"][1] == {"color": "blue", "live": "false", "image": "0123abcd0123"}
-    assert by_color["green"][1] == {"color": "green", "live": "true", "image": "fedc4321fedc"}
+    assert by_color["blue"][1] == {
+        "color": "blue",
+        "live": "false",
+        "image": "0123abcd0123",
+        "templates": "chatsvc/templates/releases/blue-run/",
+    }
+    assert by_color["green"][1] == {
+        "color": "green",
+        "live": "true",
+        "image": "fedc4321fedc",
+        "templates": "chatsvc/templates/releases/green-run/",
+    }
     for group, _ in by_color.values():
         assert group["Port"] == 8000 and group["Protocol"] == "HTTP"
         assert group["TargetType"] == "ip"

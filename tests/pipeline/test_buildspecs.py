@@ -86,6 +86,7 @@ def test_discover_buildspec():
     cmd = commands(spec)[index_of(commands(spec), "pipeline.deployment_tags")]
     assert '--load-balancer "$LOAD_BALANCER_NAME"' in cmd
     assert '"$CODEBUILD_SRC_DIR_BuildOutput/image.json"' in cmd
+    assert '--templates-json "$CODEBUILD_SRC_DIR_TemplatesOutput/templates.json"' in cmd
     assert "--out deployment.json" in cmd
     assert spec["artifacts"]["files"] == ["deployment.json"]
 
@@ -190,8 +191,15 @@ def test_secondary_artifacts_match_the_pipeline():
     build = action_for("pipeline/buildspec-build.yml")
     assert [a["Name"] for a in build["OutputArtifacts"]] == ["BuildOutput"]
     discover = action_for("pipeline/buildspec-discover.yml")
-    assert "BuildOutput" in [a["Name"] for a in discover["InputArtifacts"]]
+    assert {"BuildOutput", "TemplatesOutput"} <= {a["Name"] for a in discover["InputArtifacts"]}
     assert [a["Name"] for a in discover["OutputArtifacts"]] == ["DiscoverOutput"]
+    # TemplatesOutput comes from an earlier action of the same stage.
+    publish = next(
+        a
+        for a in actions()
+        if [o["Name"] for o in a.get("OutputArtifacts", [])] == ["TemplatesOutput"]
+    )
+    assert publish.get("RunOrder", 1) < discover.get("RunOrder", 1)
     migrate = action_for("pipeline/buildspec-migrate.yml")
     assert "DiscoverOutput" in [a["Name"] for a in migrate["InputArtifacts"]]
 
@@ -221,7 +229,14 @@ def test_swap_lambda_and_bundle_keys_match_the_templates():
     )
     assert function["Handler"] == "swap_lambda.handler"
     assert function["Runtime"] == "python3.12"
-    assert "LOAD_BALANCER_NAME" in function["Environment"]["Variables"]
+    assert set(function["Environment"]["Variables"]) == {
+        "LOAD_BALANCER_NAME",
+        "REPOSITORY_NAME",
+        "RELEASE_STACK_NAME",
+        "RELEASE_ROLE_ARN",
+        "CLUSTER_NAME",
+        "SERVICE_PREFIX",
+    }
     swap = next(a for a in actions() if a["ActionTypeId"]["Provider"] == "Lambda")
     assert "load_balancer" in json.loads(swap["Configuration"]["UserParameters"])
 
@@ -396,16 +411,24 @@ def test_discover_buildspec_runs_on_a_first_deployment(sandbox, tmp_path):
     (build_output / "image.json").write_text(
         json.dumps({"repository": "chatsvc", "tag": COMMIT[:12], "uri": f"x:{COMMIT[:12]}"})
     )
+    templates_output = tmp_path / "TemplatesOutput"
+    templates_output.mkdir()
+    prefix = "chatsvc/templates/releases/0123-run/"
+    (templates_output / "templates.json").write_text(json.dumps({"TemplatePrefix": prefix}))
     env = {
         **env,
         "LOAD_BALANCER_NAME": f"absent-{uuid.uuid4().hex[:8]}",
+        "RELEASE_STACK_NAME": f"absent-{uuid.uuid4().hex[:8]}-release",
         "CODEBUILD_SRC_DIR_BuildOutput": str(build_output),
+        "CODEBUILD_SRC_DIR_TemplatesOutput": str(templates_output),
     }
     result = codebuild("buildspec-discover.yml", src, env)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((src / "deployment.json").read_text())
     assert data["FirstDeployment"] == "true"
     assert data["TestImageTag"] == data["BlueImageTag"] == COMMIT[:12]
+    # First deployment: both colors get this run's templates.
+    assert data["BlueTemplatePrefix"] == data["GreenTemplatePrefix"] == prefix
 
 
 def test_buildspec_text_has_no_tabs():

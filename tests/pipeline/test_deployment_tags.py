@@ -8,12 +8,13 @@ import pytest
 from moto import mock_aws
 
 from pipeline import deployment_tags
-from pipeline.swap_lambda import MARKER_PRODUCTION_TG, MARKER_TEST_TG
 from tests.pipeline import world
 
 pytestmark = pytest.mark.infra
 
 KEYS = set(deployment_tags.KEYS)
+NEW = "chatsvc/templates/releases/run-2/"
+OLD = "chatsvc/templates/releases/run-1/"
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def discover(tmp_path, capsys, *args, name="chatsvc-alb", tag="newtag000001"):
     out = tmp_path / "out" / "deployment.json"
     code = deployment_tags.main(
         ["--load-balancer", name, f"--image-tag={tag}", "--out", str(out), *args]
+        + ([] if any(a.startswith("--template") for a in args) else ["--template-prefix", NEW])
     )
     text = capsys.readouterr()
     data = json.loads(out.read_text()) if out.exists() else None
@@ -43,6 +45,8 @@ def test_first_deployment_without_a_load_balancer(aws, tmp_path, capsys):
         "TestImageTag": "newtag000001",
         "BlueImageTag": "newtag000001",
         "GreenImageTag": "newtag000001",
+        "BlueTemplatePrefix": NEW,
+        "GreenTemplatePrefix": NEW,
         "LiveTargetGroupArn": "",
         "TestTargetGroupArn": "",
         "FirstDeployment": "true",
@@ -119,23 +123,53 @@ def test_https_listener_is_production_when_present(aws, tmp_path, capsys):
     assert data["LiveImageTag"] == "bbbb"
 
 
-def test_interrupted_swap_stops_the_release(aws, tmp_path, capsys):
+def test_listeners_edited_by_hand_stop_the_release(aws, tmp_path, capsys):
     w = world.build(aws, live="blue", images={"blue": "aaaa", "green": "bbbb"})
     aws["elbv2"].modify_listener(
         ListenerArn=w.production_listener,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": w.tg["green"]}],
     )
-    aws["elbv2"].add_tags(
-        ResourceArns=[w.lb_arn],
-        Tags=[
-            {"Key": MARKER_PRODUCTION_TG, "Value": w.tg["green"]},
-            {"Key": MARKER_TEST_TG, "Value": w.tg["blue"]},
-        ],
-    )
     code, data, out = discover(tmp_path, capsys)
     assert code == 1
     assert data is None
-    assert "a swap was interrupted" in out and "--to-color" in out
+    assert "changed outside CloudFormation" in out and "Listeners changed by hand" in out
+
+
+@pytest.mark.parametrize("live", ["blue", "green"])
+def test_only_the_test_color_takes_this_runs_templates(aws, tmp_path, capsys, live):
+    """M9: a template change reaches the live color only with the swap (LiveColor)."""
+    test = "green" if live == "blue" else "blue"
+    world.build(
+        aws, live=live, images={"blue": "aaaa", "green": "bbbb"}, templates={live: OLD, test: OLD}
+    )
+    code, data, out = discover(tmp_path, capsys)
+    assert code == 0, out
+    assert data[f"{live.capitalize()}TemplatePrefix"] == OLD
+    assert data[f"{test.capitalize()}TemplatePrefix"] == NEW
+
+
+def test_a_live_color_without_a_templates_tag_takes_this_runs_once(aws, tmp_path, capsys):
+    world.build(aws, live="blue", images={"blue": "aaaa", "green": "bbbb"})
+    code, data, out = discover(tmp_path, capsys)
+    assert code == 0, out
+    assert data["BlueTemplatePrefix"] == data["GreenTemplatePrefix"] == NEW
+    assert "carries no templates tag: both colors take this run's templates" in out
+
+
+def test_reads_the_prefix_from_templates_json(aws, tmp_path, capsys):
+    world.build(aws, images={"blue": "aaaa", "green": "bbbb"})
+    templates = tmp_path / "templates.json"
+    templates.write_text(json.dumps({"TemplatePrefix": NEW}))
+    code, data, out = discover(tmp_path, capsys, "--templates-json", str(templates))
+    assert code == 0, out
+    assert data["GreenTemplatePrefix"] == NEW
+
+
+@pytest.mark.parametrize("prefix", ["", "no-trailing-slash", "a b/", "x" * 300 + "/"])
+def test_rejects_an_invalid_template_prefix(aws, tmp_path, capsys, prefix):
+    code, data, out = discover(tmp_path, capsys, f"--template-prefix={prefix}")
+    assert code == 2 and data is None
+    assert "template prefix" in out
 
 
 def test_missing_color_tag_stops_the_release(aws, tmp_path, capsys):
@@ -162,7 +196,16 @@ def test_reads_the_tag_from_image_json(aws, tmp_path, capsys):
     )
     out = tmp_path / "deployment.json"
     code = deployment_tags.main(
-        ["--load-balancer", "chatsvc-alb", "--image-json", str(image), "--out", str(out)]
+        [
+            "--load-balancer",
+            "chatsvc-alb",
+            "--image-json",
+            str(image),
+            "--template-prefix",
+            NEW,
+            "--out",
+            str(out),
+        ]
     )
     assert code == 0
     assert json.loads(out.read_text())["TestImageTag"] == "c0ffee123456"
@@ -173,3 +216,73 @@ def test_rejects_an_invalid_tag(aws, tmp_path, capsys, tag):
     code, data, _out = discover(tmp_path, capsys, tag=tag)
     assert code == 2
     assert data is None
+
+
+# --------------------------------------------- the release stack (Stubber: states moto lacks)
+
+
+@pytest.fixture
+def cfn():
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("cloudformation", region_name=world.REGION)
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def stack_in(status: str) -> dict:
+    import datetime
+
+    return {
+        "Stacks": [
+            {
+                "StackName": "chatsvc-release",
+                "StackStatus": status,
+                "CreationTime": datetime.datetime(2026, 1, 1),
+            }
+        ]
+    }
+
+
+def test_a_failed_first_create_is_deleted_so_the_deploy_can_create_again(cfn):
+    client, stubber = cfn
+    stubber.add_response("describe_stacks", stack_in("ROLLBACK_COMPLETE"))
+    stubber.add_response("delete_stack", {}, {"StackName": "chatsvc-release"})
+    stubber.add_client_error(  # the waiter's poll: gone
+        "describe_stacks", "ValidationError", "Stack with id chatsvc-release does not exist"
+    )
+    notes = deployment_tags.prepare_release_stack(client, "chatsvc-release")
+    assert "deleted release stack chatsvc-release" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        ("UPDATE_ROLLBACK_FAILED", "continue-update-rollback"),
+        ("UPDATE_IN_PROGRESS", "wait for it to finish"),
+        ("DELETE_FAILED", "wait for it to finish"),
+    ],
+)
+def test_a_busy_or_failed_release_stack_stops_the_release(cfn, status, advice):
+    client, stubber = cfn
+    stubber.add_response("describe_stacks", stack_in(status))
+    with pytest.raises(deployment_tags.DiscoveryError, match=advice):
+        deployment_tags.prepare_release_stack(client, "chatsvc-release")
+
+
+@pytest.mark.parametrize(
+    "status", ["CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]
+)
+def test_a_stable_release_stack_is_left_alone(cfn, status):
+    client, stubber = cfn
+    stubber.add_response("describe_stacks", stack_in(status))
+    assert deployment_tags.prepare_release_stack(client, "chatsvc-release") == []
+
+
+def test_the_release_stack_check_runs_before_discovery(aws, tmp_path, capsys):
+    """Against moto: a stack that does not exist yet is fine (the deploy creates it)."""
+    code, _data, out = discover(tmp_path, capsys, "--release-stack", "chatsvc-release")
+    assert code == 0, out
+    assert "release stack chatsvc-release does not exist yet" in out

@@ -1,7 +1,12 @@
-"""The swap Lambda against moto's ELBv2; CodePipeline job results through Stubber."""
+"""The swap Lambda against moto: the release stack's traffic half is created and
+updated for real by moto's CloudFormation (cloudformation/load-balancer.yaml), the
+ECS services and target health by moto's ECS and ELBv2; CodePipeline's job results
+through Stubber. States moto cannot reach (an update in progress, rolled back) come
+from Stubber responses on a real CloudFormation client."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import zipfile
@@ -12,9 +17,8 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from pipeline import swap_lambda
-from pipeline.swap_lambda import SwapError, swap
+from pipeline.swap_lambda import Swap, SwapError
 from tests.pipeline import world
-from tests.pipeline.faults import Killed, die, fail, inject, lose_write
 
 pytestmark = pytest.mark.infra
 IMAGES = {"blue": "blueimage001", "green": "greenimage01"}
@@ -23,179 +27,240 @@ IMAGES = {"blue": "blueimage001", "green": "greenimage01"}
 @pytest.fixture
 def aws(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", world.REGION)
-    monkeypatch.delenv("LOAD_BALANCER_NAME", raising=False)
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
+    for name in ("LOAD_BALANCER_NAME", "RELEASE_STACK_NAME", "CLUSTER_NAME", "SERVICE_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    world.patch_moto_cloudformation(monkeypatch)
     with mock_aws():
         yield world.clients()
 
 
 @pytest.fixture
 def w(aws):
-    return world.build(aws, live="blue", images=IMAGES)
+    return world.build_release(aws, name="chatsvc-alb", live="blue", images=IMAGES)
 
 
-def live_color(aws, w) -> str:
-    return world.color_of(w, world.forwards_to(aws["elbv2"], w.production_listener))
-
-
-def test_color(aws, w) -> str:
-    return world.color_of(w, world.forwards_to(aws["elbv2"], w.test_listener))
-
-
-test_color.__test__ = False  # a helper, not a test
-
-
-def assert_state(aws, w, live: str) -> None:
-    """Production on `live`, test on the other, and the tags agree."""
-    other = "green" if live == "blue" else "blue"
-    assert live_color(aws, w) == live
-    assert test_color(aws, w) == other
-    assert world.tags_of(aws["elbv2"], w.tg[live])["live"] == "true"
-    assert world.tags_of(aws["elbv2"], w.tg[other])["live"] == "false"
-    for color in ("blue", "green"):
-        assert world.tags_of(aws["elbv2"], w.tg[color])["color"] == color
+@pytest.fixture
+def lambda_env(w, monkeypatch):
+    config = world.release_config(w)
+    monkeypatch.setenv("LOAD_BALANCER_NAME", config.load_balancer)
+    monkeypatch.setenv("RELEASE_STACK_NAME", config.stack)
+    monkeypatch.setenv("CLUSTER_NAME", config.cluster)
+    monkeypatch.setenv("SERVICE_PREFIX", config.service_prefix)
+    return config
 
 
 def quiet(_line):
     pass
 
 
-def run_swap(aws, w, **kwargs):
-    return swap(aws["elbv2"], w.lb_name, log=quiet, sleep=lambda s: None, **kwargs)
+def new_swap(aws, w, target: str, **kwargs) -> Swap:
+    return Swap(
+        world.release_config(w),
+        aws["cloudformation"],
+        aws["ecs"],
+        aws["elbv2"],
+        target,
+        log=quiet,
+        **kwargs,
+    )
 
 
-# --------------------------------------------------------------------------- swap()
+def live_color(aws, w) -> str:
+    return world.color_of(w, world.forwards_to(aws["elbv2"], w.production_listener))
 
 
-def test_swap_promotes_the_test_color_and_updates_tags(aws, w):
-    assert_state(aws, w, "blue")
-    result = run_swap(aws, w, job_id="job-1")
-    assert (result.live_color, result.previous_color, result.changed) == ("green", "blue", True)
-    assert_state(aws, w, "green")
-    marker = world.tags_of(aws["elbv2"], w.lb_arn)
-    assert marker["swap-job"] == "job-1" and marker["swap-target"] == "green"
+def stack(aws, w) -> dict:
+    return aws["cloudformation"].describe_stacks(StackName=f"{w.lb_name}-release")["Stacks"][0]
 
 
-def test_swap_twice_without_a_job_swaps_back(aws, w):
-    run_swap(aws, w)
-    run_swap(aws, w)
-    assert_state(aws, w, "blue")
+def stack_parameters(aws, w) -> dict[str, str]:
+    return {p["ParameterKey"]: p["ParameterValue"] for p in stack(aws, w)["Parameters"]}
 
 
-def test_refuses_when_the_test_group_has_no_healthy_targets(aws, w):
+def assert_live(aws, w, live: str) -> None:
+    """Production on `live`, test on the other; the tags and the stack's record agree."""
+    other = "green" if live == "blue" else "blue"
+    elbv2 = aws["elbv2"]
+    assert live_color(aws, w) == live
+    assert world.color_of(w, world.forwards_to(elbv2, w.test_listener)) == other
+    assert world.tags_of(elbv2, w.tg[live])["live"] == "true"
+    assert world.tags_of(elbv2, w.tg[other])["live"] == "false"
+    assert stack_parameters(aws, w)["LiveColor"] == live
+
+
+def deploy(aws, w, **changes) -> None:
+    """What the Deploy action (or CloudFormation rolling one back) does: re-apply the
+    stack's template with its recorded parameters, some of them changed."""
+    aws["cloudformation"].update_stack(
+        StackName=f"{w.lb_name}-release",
+        UsePreviousTemplate=True,
+        Parameters=[
+            {"ParameterKey": key, "ParameterValue": changes[key]}
+            if key in changes
+            else {"ParameterKey": key, "UsePreviousValue": True}
+            for key in stack_parameters(aws, w)
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- the swap
+
+
+def test_swap_flips_live_color_in_the_release_stack_and_nothing_else(aws, w):
+    assert_live(aws, w, "blue")
+    before = stack_parameters(aws, w)
+    step = new_swap(aws, w, "green").run(sleep=lambda s: None)
+    assert step.done and step.changed and step.message == "green is live"
+    assert_live(aws, w, "green")
+    after = stack_parameters(aws, w)
+    assert {k: v for k, v in after.items() if before[k] != v} == {"LiveColor": "green"}
+
+
+def test_a_later_deploy_or_rollback_keeps_production_where_the_swap_put_it(aws, w):
+    """M1: CloudFormation owns the listeners, so re-applying the stack (the next
+    release's deploy, or its rollback) never points production back at the old one."""
+    new_swap(aws, w, "green").run(sleep=lambda s: None)
+    deploy(aws, w, BlueImageTag="nextrelease1")  # the next run deploys to blue (test)
+    assert_live(aws, w, "green")
+    assert world.tags_of(aws["elbv2"], w.tg["blue"])["image"] == "nextrelease1"
+
+
+def test_a_swap_to_the_live_color_changes_nothing(aws, w):
+    updated = stack(aws, w).get("LastUpdatedTime")
+    step = new_swap(aws, w, "blue").advance()
+    assert step.done and not step.changed and "already live" in step.message
+    assert stack(aws, w).get("LastUpdatedTime") == updated
+    assert_live(aws, w, "blue")
+
+
+def test_refuses_a_color_that_runs_another_runs_image(aws, w):
+    with pytest.raises(SwapError, match="not this run's 'olderimage01'"):
+        new_swap(aws, w, "green", expect_image="olderimage01").advance()
+    assert_live(aws, w, "blue")
+
+
+def test_capacity_is_matched_before_the_swap(aws, w):
+    """M11: the live color grew to 3 tasks; green (at 1) is scaled to 3 and the swap
+    waits until all 3 are healthy before it touches the stack."""
+    ecs, elbv2 = aws["ecs"], aws["elbv2"]
+    ecs.update_service(cluster=w.cluster, service=f"{world.PREFIX}-blue", desiredCount=3)
+    swap = new_swap(aws, w, "green")
+    step = swap.advance()
+    assert not step.done and "starting 2 task(s)" in step.message
+    green = ecs.describe_services(cluster=w.cluster, services=[f"{world.PREFIX}-green"])
+    assert green["services"][0]["desiredCount"] == 3
+    step = swap.advance(step.token)
+    assert not step.done and "1 healthy of 3 wanted" in step.message
+    assert_live(aws, w, "blue")  # nothing swapped while waiting
+    world.register_healthy(elbv2, w.tg["green"], 3)
+    step = swap.advance(step.token)
+    assert step.token == {"phase": "stack"}
+    step = swap.advance(step.token)
+    assert step.done and step.changed
+    assert_live(aws, w, "green")
+
+
+def test_refuses_after_waiting_too_long_for_capacity(aws, w):
     world.set_healthy(aws["elbv2"], w.tg["green"], False)
-    with pytest.raises(SwapError, match=r"refusing to swap: target group .*green.* no healthy"):
-        run_swap(aws, w, job_id="job-1")
-    assert_state(aws, w, "blue")
-    assert "swap-job" not in world.tags_of(aws["elbv2"], w.lb_arn)
+    now = [1000.0]
+    swap = new_swap(aws, w, "green", clock=lambda: now[0])
+    step = swap.advance()
+    assert "0 healthy of 1 wanted" in step.message
+    now[0] += swap_lambda.CAPACITY_WAIT_SECONDS + 1
+    with pytest.raises(SwapError, match=r"refusing to swap: .* after 15 min; production stays"):
+        swap.advance(step.token)
+    assert_live(aws, w, "blue")
 
 
-def test_rerun_of_the_same_job_does_not_swap_back(aws, w):
-    run_swap(aws, w, job_id="job-1")
-    result = run_swap(aws, w, job_id="job-1")
-    assert result.changed is False
-    assert_state(aws, w, "green")
-    # a new job is a new swap
-    run_swap(aws, w, job_id="job-2")
-    assert_state(aws, w, "blue")
+def test_listeners_changed_by_hand_are_reported_not_trusted(aws, w):
+    aws["elbv2"].modify_listener(
+        ListenerArn=w.production_listener,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": w.tg["green"]}],
+    )
+    with pytest.raises(SwapError, match="outside CloudFormation"):
+        new_swap(aws, w, "blue").advance()
 
 
-def test_to_color_is_idempotent(aws, w):
-    assert run_swap(aws, w, to_color="blue").changed is False
-    assert run_swap(aws, w, to_color="green").changed is True
-    assert run_swap(aws, w, to_color="green").changed is False
-    assert_state(aws, w, "green")
+# ------------------------------------------------- stack states moto cannot reach (Stubber)
 
 
-def test_failure_of_the_second_listener_update_is_undone(aws, w):
-    inject(aws["elbv2"], "ModifyListener", {2}, fail("ModifyListener"))
-    with pytest.raises(SwapError) as exc:
-        run_swap(aws, w, job_id="job-1")
-    message = str(exc.value)
-    assert "swap failed while pointing test at" in message
-    assert "ServiceUnavailable" in message
-    assert "rolled back: production forwards to chatsvc-alb-blue (blue) again" in message
-    assert_state(aws, w, "blue")
+def described(status: str, live: str, reason: str = "") -> dict:
+    params = world.release_parameters(live, IMAGES)
+    return {
+        "Stacks": [
+            {
+                "StackName": "chatsvc-alb-release",
+                "StackStatus": status,
+                "StackStatusReason": reason,
+                "CreationTime": datetime.datetime(2026, 1, 1),
+                "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+            }
+        ]
+    }
 
 
-def test_a_lost_write_is_caught_by_the_read_back_and_undone(aws, w):
-    inject(aws["elbv2"], "ModifyListener", {2}, lose_write)
-    with pytest.raises(SwapError, match=r"did not read back as swapped.*rolled back"):
-        run_swap(aws, w)
-    assert_state(aws, w, "blue")
+@pytest.fixture
+def stubbed(aws, w):
+    cfn = boto3.client("cloudformation", region_name=world.REGION)
+    with Stubber(cfn) as stubber:
+        yield (
+            Swap(world.release_config(w), cfn, aws["ecs"], aws["elbv2"], "green", log=quiet),
+            stubber,
+        )
+        stubber.assert_no_pending_responses()
 
 
-def test_failed_rollback_says_where_production_is_and_it_is_healthy(aws, w):
-    inject(aws["elbv2"], "ModifyListener", {2, 3, 4}, fail("ModifyListener"))
-    with pytest.raises(SwapError) as exc:
-        run_swap(aws, w)
-    message = str(exc.value)
-    assert "ROLLBACK FAILED" in message
-    assert "production now forwards to chatsvc-alb-green (green), 1 healthy" in message
-    # production moved to the group whose health was checked before the swap
-    prod = world.forwards_to(aws["elbv2"], w.production_listener)
-    assert prod == w.tg["green"]
-    assert swap_lambda.healthy_count(aws["elbv2"], prod) > 0
+def test_refuses_while_another_update_runs(stubbed):
+    swap, stubber = stubbed
+    stubber.add_response("describe_stacks", described("UPDATE_IN_PROGRESS", "blue"))
+    with pytest.raises(SwapError, match="UPDATE_IN_PROGRESS, not stable: refusing"):
+        swap.advance()
 
 
-def test_crash_mid_swap_then_rerun_of_the_job_completes_it(aws, w):
-    inject(aws["elbv2"], "ModifyListener", {2}, die)
-    with pytest.raises(Killed):
-        run_swap(aws, w, job_id="job-1")
-    # half-done: both listeners on green, which was checked healthy
-    assert live_color(aws, w) == "green" and test_color(aws, w) == "green"
-    # discovery-style callers are refused; the same job converges to its target
-    with pytest.raises(SwapError, match="earlier swap was interrupted"):
-        run_swap(aws, w)
-    result = run_swap(aws, w, job_id="job-1")
-    assert result.changed is True
-    assert_state(aws, w, "green")
+def test_a_rerun_after_the_update_began_waits_for_it(stubbed):
+    swap, stubber = stubbed
+    stubber.add_response("describe_stacks", described("UPDATE_IN_PROGRESS", "green"))
+    step = swap.advance()
+    assert not step.done and step.token == {"phase": "stack"}
 
 
-def test_crash_mid_swap_then_operator_rolls_back_with_to_color(aws, w):
-    inject(aws["elbv2"], "ModifyListener", {2}, die)
-    with pytest.raises(Killed):
-        run_swap(aws, w, job_id="job-1")
-    run_swap(aws, w, to_color="blue")
-    assert_state(aws, w, "blue")
-
-
-def test_tag_failure_after_swap_is_reported_and_a_rerun_fixes_it(aws, w):
-    counter = inject(aws["elbv2"], "AddTags", {2}, fail("AddTags"))  # 1: marker, 2: live=false
-    with pytest.raises(SwapError, match=r"listeners swapped and verified .*rerun the swap"):
-        run_swap(aws, w, job_id="job-1")
-    assert live_color(aws, w) == "green"
-    assert counter["calls"] == 2
-    result = run_swap(aws, w, job_id="job-1")
-    assert result.changed is False
-    assert_state(aws, w, "green")
-
-
-def test_missing_load_balancer(aws):
-    with pytest.raises(SwapError, match="does not exist"):
-        swap(aws["elbv2"], "nope", log=quiet)
-
-
-def test_missing_color_tag_refuses(aws, w):
-    aws["elbv2"].remove_tags(ResourceArns=[w.tg["green"]], TagKeys=["color"])
-    with pytest.raises(SwapError, match="no valid 'color' tag"):
-        run_swap(aws, w)
-    assert live_color(aws, w) == "blue"
+def test_a_rolled_back_swap_fails_with_the_first_reason(stubbed, aws, w):
+    swap, stubber = stubbed
+    stubber.add_response("describe_stacks", described("UPDATE_ROLLBACK_COMPLETE", "blue"))
+    events = [
+        ("chatsvc-alb-release", "UPDATE_ROLLBACK_COMPLETE", ""),
+        ("ProductionListener", "UPDATE_FAILED", "Resource update cancelled"),
+        ("TestListener", "UPDATE_FAILED", "Access denied: elasticloadbalancing:ModifyListener"),
+        ("chatsvc-alb-release", "UPDATE_IN_PROGRESS", "User Initiated"),
+        ("Older", "UPDATE_FAILED", "from an earlier update"),
+    ]
+    stubber.add_response(
+        "describe_stack_events",
+        {
+            "StackEvents": [
+                {
+                    "StackId": "id",
+                    "EventId": str(n),
+                    "StackName": "chatsvc-alb-release",
+                    "LogicalResourceId": logical,
+                    "ResourceStatus": status,
+                    "ResourceStatusReason": reason,
+                    "Timestamp": datetime.datetime(2026, 1, 1),
+                }
+                for n, (logical, status, reason) in enumerate(events)
+            ]
+        },
+    )
+    with pytest.raises(SwapError) as failure:
+        swap.advance({"phase": "stack"})
+    message = str(failure.value)
+    assert "UPDATE_ROLLBACK_COMPLETE (TestListener: Access denied" in message
+    assert "production stays on blue" in message
+    assert_live(aws, w, "blue")
 
 
 # --------------------------------------------------------------------------- handler()
-
-
-def job_event(job_id="job-1", user_parameters=None):
-    config = {"FunctionName": "chatsvc-swap"}
-    if user_parameters is not None:
-        config["UserParameters"] = user_parameters
-    return {
-        "CodePipeline.job": {
-            "id": job_id,
-            "accountId": "123456789012",
-            "data": {"actionConfiguration": {"configuration": config}},
-        }
-    }
 
 
 class Context:
@@ -210,8 +275,11 @@ def codepipeline():
         stubber.assert_no_pending_responses()
 
 
-def expect_success(stubber, job_id="job-1"):
-    stubber.add_response("put_job_success_result", {}, {"jobId": job_id, "executionDetails": ANY})
+def expect_success(stubber, job_id="job-1", token=None):
+    expected = {"jobId": job_id, "executionDetails": ANY}
+    if token is not None:
+        expected["continuationToken"] = token
+    stubber.add_response("put_job_success_result", {}, expected)
 
 
 def expect_failure(stubber, job_id="job-1", kind="JobFailed"):
@@ -225,126 +293,10 @@ def expect_failure(stubber, job_id="job-1", kind="JobFailed"):
     )
 
 
-def test_handler_swaps_and_reports_success(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    expect_success(stubber)
-    result = swap_lambda.handler(job_event(), Context(), codepipeline=client)
-    assert result["ok"] is True and result["live_color"] == "green"
-    assert_state(aws, w, "green")
+RUN = {"LiveColor": "blue", "TestColor": "green", "TestImageTag": IMAGES["green"]}
 
 
-def test_handler_user_parameters_override_the_environment(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", "some-other-alb")
-    expect_success(stubber)
-    event = job_event(user_parameters=json.dumps({"load_balancer": w.lb_name}))
-    assert swap_lambda.handler(event, Context(), codepipeline=client)["ok"] is True
-    assert_state(aws, w, "green")
-
-
-def test_handler_reports_a_refusal_with_its_reason(aws, w, codepipeline, monkeypatch, capsys):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    world.set_healthy(aws["elbv2"], w.tg["green"], False)
-    expect_failure(stubber)
-    result = swap_lambda.handler(job_event(), Context(), codepipeline=client)
-    assert result["ok"] is False
-    assert "no healthy targets" in result["message"]
-    assert "FAILED" in capsys.readouterr().out
-    assert_state(aws, w, "blue")
-
-
-def test_handler_reports_a_half_done_swap_undone(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    elbv2 = aws["elbv2"]
-    inject(elbv2, "ModifyListener", {2}, fail("ModifyListener"))
-    expect_failure(stubber)
-    result = swap_lambda.handler(job_event(), Context(), elbv2=elbv2, codepipeline=client)
-    assert "rolled back" in result["message"]
-    assert_state(aws, w, "blue")
-
-
-@pytest.mark.parametrize(
-    ("user_parameters", "expected"),
-    [(None, "no load balancer"), ("{not json", "invalid UserParameters"), ("[1]", "JSON object")],
-)
-def test_handler_configuration_errors(aws, codepipeline, user_parameters, expected):
-    client, stubber = codepipeline
-    expect_failure(stubber, kind="ConfigurationError")
-    result = swap_lambda.handler(
-        job_event(user_parameters=user_parameters), Context(), codepipeline=client
-    )
-    assert result["ok"] is False and expected in result["message"]
-
-
-def test_handler_reports_a_missing_load_balancer(aws, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", "absent")
-    expect_failure(stubber)
-    result = swap_lambda.handler(job_event(), Context(), codepipeline=client)
-    assert "does not exist" in result["message"]
-
-
-def test_handler_reports_unexpected_errors(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-
-    def boom(params):
-        raise RuntimeError("kaboom")
-
-    elbv2 = aws["elbv2"]
-    inject(elbv2, "DescribeLoadBalancers", None, boom)
-    expect_failure(stubber)
-    result = swap_lambda.handler(job_event(), Context(), elbv2=elbv2, codepipeline=client)
-    assert "unexpected error: RuntimeError: kaboom" in result["message"]
-
-
-def test_lambda_retry_after_lost_success_report_does_not_swap_back(aws, w, monkeypatch):
-    """CodePipeline never heard of the first run; Lambda's retry must converge, not swap."""
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    client = boto3.client("codepipeline", region_name=world.REGION)
-    with Stubber(client) as stubber:
-        stubber.add_client_error("put_job_success_result", "ThrottlingException")
-        expect_success(stubber)
-        with pytest.raises(Exception, match="ThrottlingException"):
-            swap_lambda.handler(job_event(), Context(), codepipeline=client)
-        assert_state(aws, w, "green")
-        result = swap_lambda.handler(job_event(), Context(), codepipeline=client)
-        assert result["ok"] is True
-        stubber.assert_no_pending_responses()
-    assert_state(aws, w, "green")
-
-
-def test_direct_invocation_without_a_job(aws, w):
-    result = swap_lambda.handler({"load_balancer": w.lb_name, "to_color": "green"}, None)
-    assert result["ok"] is True
-    assert_state(aws, w, "green")
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def test_cli_status_swap_and_rollback(aws, w, capsys):
-    assert swap_lambda.main(["--load-balancer", w.lb_name, "--status"]) == 0
-    assert "production :80 -> chatsvc-alb-blue (blue) image=blueimage001" in capsys.readouterr().out
-    assert swap_lambda.main(["--load-balancer", w.lb_name]) == 0
-    assert "OK: green is live" in capsys.readouterr().out
-    assert swap_lambda.main(["--load-balancer", w.lb_name, "--to-color", "blue"]) == 0
-    assert_state(aws, w, "blue")
-
-
-def test_cli_refusal_exits_1(aws, w, capsys):
-    world.set_healthy(aws["elbv2"], w.tg["green"], False)
-    assert swap_lambda.main(["--load-balancer", w.lb_name]) == 1
-    assert "FAILED: refusing to swap" in capsys.readouterr().err
-
-
-# ------------------------------------------------- the run's deployment.json (input artifact)
-
-
-def artifact_job(aws_clients, job_id: str, deployment: dict) -> dict:
+def artifact_job(job_id: str, deployment: dict, token: dict | None = None) -> dict:
     """A job whose input artifact (DiscoverOutput) holds `deployment`, zipped like CodePipeline."""
     s3 = boto3.client("s3", region_name=world.REGION)
     bucket = "pipeline-artifacts"
@@ -354,73 +306,99 @@ def artifact_job(aws_clients, job_id: str, deployment: dict) -> dict:
         archive.writestr("deployment.json", json.dumps(deployment))
     key = f"chatsvc/DiscoverOu/{job_id}.zip"
     s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-    event = job_event(job_id)
-    event["CodePipeline.job"]["data"].update(
-        inputArtifacts=[
+    data = {
+        "actionConfiguration": {"configuration": {"FunctionName": "chatsvc-swap"}},
+        "inputArtifacts": [
             {
                 "name": "DiscoverOutput",
                 "location": {"type": "S3", "s3Location": {"bucketName": bucket, "objectKey": key}},
             }
         ],
-        artifactCredentials={
+        "artifactCredentials": {
             "accessKeyId": "testing",
             "secretAccessKey": "testing",
             "sessionToken": "testing",
         },
+    }
+    if token is not None:
+        data["continuationToken"] = json.dumps(token)
+    return {"CodePipeline.job": {"id": job_id, "accountId": "123456789012", "data": data}}
+
+
+def invoke(event, codepipeline):
+    return swap_lambda.handler(event, Context(), codepipeline=codepipeline[0])
+
+
+def test_handler_swaps_and_reports_success(aws, w, lambda_env, codepipeline):
+    # No remaining-time budget in the test context: each invocation does one pass.
+    expect_success(codepipeline[1], token=json.dumps({"phase": "stack"}))
+    first = invoke(artifact_job("job-1", RUN), codepipeline)
+    assert first["pending"]
+    expect_success(codepipeline[1])
+    done = invoke(artifact_job("job-1", RUN, {"phase": "stack"}), codepipeline)
+    assert done == {"ok": True, "message": "green is live", "live_color": "green"}
+    assert_live(aws, w, "green")
+
+
+def test_handler_polls_within_one_invocation_while_time_remains(aws, w, lambda_env, codepipeline):
+    class Plenty(Context):
+        def get_remaining_time_in_millis(self):
+            return 300_000
+
+    expect_success(codepipeline[1])
+    result = swap_lambda.handler(
+        artifact_job("job-1", RUN), Plenty(), codepipeline=codepipeline[0], sleep=lambda s: None
     )
-    return event
-
-
-RUN = {"LiveColor": "blue", "TestColor": "green", "TestImageTag": IMAGES["green"]}
+    assert result["ok"] and result["live_color"] == "green"
+    assert_live(aws, w, "green")
 
 
 def test_a_pipeline_retry_after_a_successful_swap_does_not_swap_back(
-    aws, w, codepipeline, monkeypatch
+    aws, w, lambda_env, codepipeline
 ):
-    """A CodePipeline retry has a new job id: it must converge on the run's TestColor."""
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    expect_success(stubber, "job-1")
-    assert swap_lambda.handler(artifact_job(aws, "job-1", RUN), Context(), codepipeline=client)[
-        "ok"
-    ]
-    assert_state(aws, w, "green")
-
-    expect_success(stubber, "job-2")
-    retried = swap_lambda.handler(artifact_job(aws, "job-2", RUN), Context(), codepipeline=client)
+    """A CodePipeline retry has a new job id and no token: it finds TestColor live."""
+    new_swap(aws, w, "green").run(sleep=lambda s: None)
+    expect_success(codepipeline[1], "job-2")
+    retried = invoke(artifact_job("job-2", RUN), codepipeline)
     assert retried["ok"] and "already live" in retried["message"]
-    assert_state(aws, w, "green")  # not swapped back to the release before
+    assert_live(aws, w, "green")
 
 
-def test_a_swap_whose_test_color_another_run_replaced_is_refused(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    expect_failure(stubber, "job-1")
-    older_run = {**RUN, "TestImageTag": "olderimage01"}  # green now runs another run's image
-    result = swap_lambda.handler(
-        artifact_job(aws, "job-1", older_run), Context(), codepipeline=client
-    )
+def test_handler_reports_a_refusal_with_its_reason(aws, w, lambda_env, codepipeline):
+    expect_failure(codepipeline[1])
+    result = invoke(artifact_job("job-1", {**RUN, "TestImageTag": "olderimage01"}), codepipeline)
     assert not result["ok"] and "not this run's 'olderimage01'" in result["message"]
-    assert live_color(aws, w) == "blue"
+    assert_live(aws, w, "blue")
 
 
-def test_an_unreadable_deployment_artifact_fails_the_job(aws, w, codepipeline, monkeypatch):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
-    expect_failure(stubber, "job-1")
-    broken = artifact_job(aws, "job-1", {"TestColor": "purple"})
-    result = swap_lambda.handler(broken, Context(), codepipeline=client)
+def test_an_unreadable_deployment_artifact_fails_the_job(aws, w, lambda_env, codepipeline):
+    expect_failure(codepipeline[1])
+    result = invoke(artifact_job("job-1", {"TestColor": "purple"}), codepipeline)
     assert not result["ok"] and "deployment.json" in result["message"]
-    assert live_color(aws, w) == "blue"
+    assert_live(aws, w, "blue")
+
+
+def test_handler_configuration_errors(aws, codepipeline):
+    expect_failure(codepipeline[1], kind="ConfigurationError")
+    result = invoke(artifact_job("job-1", RUN), codepipeline)
+    assert not result["ok"] and "missing configuration: load_balancer, stack" in result["message"]
+
+
+def test_handler_reports_unexpected_errors(aws, w, lambda_env, codepipeline, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(swap_lambda, "read_release", explode)
+    expect_failure(codepipeline[1])
+    result = invoke(artifact_job("job-1", RUN), codepipeline)
+    assert result == {"ok": False, "message": "unexpected error: RuntimeError: boom"}
 
 
 def test_the_released_image_is_marked_so_the_lifecycle_never_expires_it(
-    aws, w, codepipeline, monkeypatch
+    aws, w, lambda_env, codepipeline, monkeypatch
 ):
-    client, stubber = codepipeline
-    monkeypatch.setenv("LOAD_BALANCER_NAME", w.lb_name)
     monkeypatch.setenv("REPOSITORY_NAME", "chatsvc")
-    ecr = boto3.client("ecr", region_name=world.REGION)
+    ecr = aws["ecr"]
     ecr.create_repository(repositoryName="chatsvc", imageTagMutability="IMMUTABLE")
     manifest = {
         "schemaVersion": 2,
@@ -431,10 +409,60 @@ def test_the_released_image_is_marked_so_the_lifecycle_never_expires_it(
     ecr.put_image(
         repositoryName="chatsvc", imageManifest=json.dumps(manifest), imageTag=IMAGES["green"]
     )
+    new_swap(aws, w, "green").run(sleep=lambda s: None)
     for job_id in ("job-1", "job-2"):  # a retry finds the mark there already
-        expect_success(stubber, job_id)
-        assert swap_lambda.handler(artifact_job(aws, job_id, RUN), Context(), codepipeline=client)[
-            "ok"
-        ]
+        expect_success(codepipeline[1], job_id)
+        assert invoke(artifact_job(job_id, RUN), codepipeline)["ok"]
     [image] = ecr.describe_images(repositoryName="chatsvc")["imageDetails"]
     assert sorted(image["imageTags"]) == [IMAGES["green"], f"promoted-{IMAGES['green']}"]
+
+
+def test_direct_invocation_takes_one_step(aws, w, lambda_env):
+    step = swap_lambda.handler({"to_color": "green"}, Context(), clients=aws)
+    assert step["ok"] and not step["done"] and step["token"] == {"phase": "stack"}
+    done = swap_lambda.handler(
+        {"to_color": "green", "token": step["token"]}, Context(), clients=aws
+    )
+    assert done["ok"] and done["done"]
+    assert_live(aws, w, "green")
+    assert not swap_lambda.handler({"to_color": "purple"}, Context(), clients=aws)["ok"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_status_and_rollback(aws, w, capsys, monkeypatch):
+    config = world.release_config(w)
+    monkeypatch.setattr(
+        swap_lambda.Config, "from_prefix", classmethod(lambda cls, prefix, role="": config)
+    )
+    monkeypatch.setattr(swap_lambda, "POLL_SECONDS", 0)
+    assert swap_lambda.main(["--prefix", "chatsvc-alb", "--status"]) == 0
+    assert "LiveColor=blue" in capsys.readouterr().out
+    assert swap_lambda.main(["--prefix", "chatsvc-alb", "--to-color", "green"]) == 0
+    assert "OK: green is live" in capsys.readouterr().out
+    assert swap_lambda.main(["--prefix", "chatsvc-alb", "--to-color", "blue"]) == 0
+    assert_live(aws, w, "blue")
+
+
+def test_cli_refusal_exits_1(aws, w, capsys, monkeypatch):
+    config = world.release_config(w)
+    monkeypatch.setattr(
+        swap_lambda.Config, "from_prefix", classmethod(lambda cls, prefix, role="": config)
+    )
+    world.set_healthy(aws["elbv2"], w.tg["green"], False)
+    monkeypatch.setattr(swap_lambda, "CAPACITY_WAIT_SECONDS", -1)
+    assert swap_lambda.main(["--prefix", "chatsvc-alb", "--to-color", "green"]) == 1
+    assert "FAILED: refusing to swap" in capsys.readouterr().err
+    assert_live(aws, w, "blue")
+
+
+def test_config_names_follow_the_platform_prefix():
+    config = swap_lambda.Config.from_prefix("chatsvc-production")
+    assert config == swap_lambda.Config(
+        "chatsvc-production",
+        "chatsvc-production-release",
+        "chatsvc-production",
+        "chatsvc-production-web",
+    )
+    assert config.service("blue") == "chatsvc-production-web-blue"
