@@ -23,7 +23,10 @@ A swap, step by step:
    color's desired count and waits until all its desired tasks run and are
    healthy in its target group (refusing after ``CAPACITY_WAIT_SECONDS``);
 3. updates the stack (``LiveColor`` only) and waits for UPDATE_COMPLETE;
-4. reads the listeners back: production must forward to the new color.
+4. reads the listeners back: production must forward to the new color;
+5. in the pipeline, bakes: for ``BAKE_SECONDS`` it watches the live color's
+   alarms (``ALARM_PREFIX``*, which the same stack update pointed at the new
+   color); if one goes to ALARM it swaps back the same way and fails the job.
 
 In CodePipeline the waits span invocations through continuation tokens; the
 token carries the phase, so any invocation (a Lambda retry, a CodePipeline retry
@@ -35,6 +38,7 @@ handler ``swap_lambda.handler``); keep it self-contained.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -279,6 +283,8 @@ class Config:
     cluster: str
     service_prefix: str  # web services are <service_prefix>-blue / -green
     role_arn: str = ""  # the role CloudFormation deploys the release stack with
+    alarm_prefix: str = ""  # the live color's alarms (cloudformation/alarms.yaml)
+    bake_seconds: int = 0  # after a swap, roll back if one of them fires within this
 
     @classmethod
     def from_prefix(cls, prefix: str, role_arn: str = "") -> Config:
@@ -293,12 +299,16 @@ class Config:
             "cluster": os.environ.get("CLUSTER_NAME", ""),
             "service_prefix": os.environ.get("SERVICE_PREFIX", ""),
             "role_arn": os.environ.get("RELEASE_ROLE_ARN", ""),
+            "alarm_prefix": os.environ.get("ALARM_PREFIX", ""),
         }
         values.update({k: v for k, v in (overrides or {}).items() if k in values and v})
-        missing = [k for k, v in values.items() if not v and k != "role_arn"]
+        missing = [k for k, v in values.items() if not v and k not in ("role_arn", "alarm_prefix")]
         if missing:
             raise ValueError(f"missing configuration: {', '.join(missing)}")
-        return cls(**values)
+        bake = int(os.environ.get("BAKE_SECONDS") or 0)
+        if bake < 0 or (bake and not values["alarm_prefix"]):
+            raise ValueError("BAKE_SECONDS must be >= 0 and needs ALARM_PREFIX")
+        return cls(**values, bake_seconds=bake)
 
     def service(self, color: str) -> str:
         return f"{self.service_prefix}-{color}"
@@ -388,6 +398,23 @@ def capacity(ecs, elbv2, config: Config, target: str, live: str, target_tg: str,
     return ""
 
 
+def firing_alarms(cloudwatch, prefix: str) -> list[str]:
+    """Names of the alarms under `prefix` that are in ALARM now."""
+    if cloudwatch is None or not prefix:
+        return []
+    pages = cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNamePrefix=prefix,
+        StateValue="ALARM",
+        AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+    )
+    return sorted(
+        alarm["AlarmName"]
+        for page in pages
+        for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        if alarm.get("StateValue") == "ALARM"  # the filter again: cheap, and exact
+    )
+
+
 # --------------------------------------------------------------------------- swapping
 
 
@@ -412,6 +439,7 @@ class Swap:
     target: str
     expect_image: str | None = None
     request_token: str = ""  # makes UpdateStack idempotent for this job
+    cloudwatch: object = None  # for the bake (Config.bake_seconds)
     log: Log = _print
     clock: Callable[[], float] = time.time
 
@@ -421,11 +449,16 @@ class Swap:
         release = read_release(self.cfn, self.config.stack)
         phase = token.get("phase", "start")
         if phase == "stack":
-            return self._await_stack(release)
+            return self._await_stack(release, token)
+        if phase == "bake":
+            return self._bake(release, token)
+        if phase == "rollback":
+            return self._await_rollback(release, token)
         if release.live_color == self.target and release.status in STABLE:
             return self._verified(release, f"{self.target} is already live", changed=False)
         if release.status in UPDATING and release.live_color == self.target:
-            return self._await_stack(release)  # a rerun after the update started
+            # a rerun after the update started
+            return self._await_stack(release, {"previous": other_color(self.target)})
         if release.status not in STABLE:
             raise SwapError(
                 f"the release stack is {release.status}, not stable: refusing to swap; "
@@ -464,10 +497,10 @@ class Swap:
                     "deadline": deadline,
                 },
             )
-        self._update_stack(release)
+        self._update_stack(release, self.target, self.request_token)
         return Step(
             f"updating {self.config.stack}: LiveColor {release.live_color} -> {self.target}",
-            token={"phase": "stack"},
+            token={"phase": "stack", "previous": release.live_color},
         )
 
     def _alb(self) -> AlbState:
@@ -476,13 +509,13 @@ class Swap:
             raise SwapError(f"load balancer {self.config.load_balancer!r} does not exist")
         return state
 
-    def _update_stack(self, release: Release) -> None:
+    def _update_stack(self, release: Release, color: str, request_token: str) -> None:
         parameters = [
             {"ParameterKey": key, "UsePreviousValue": True}
             for key in release.parameters
             if key != "LiveColor"
         ]
-        parameters.append({"ParameterKey": "LiveColor", "ParameterValue": self.target})
+        parameters.append({"ParameterKey": "LiveColor", "ParameterValue": color})
         request = {
             "StackName": self.config.stack,
             "UsePreviousTemplate": True,
@@ -490,25 +523,78 @@ class Swap:
         }
         if self.config.role_arn:
             request["RoleArn"] = self.config.role_arn
-        if self.request_token:
-            request["ClientRequestToken"] = self.request_token
-        self.log(f"updating {self.config.stack}: LiveColor {release.live_color} -> {self.target}")
+        if request_token:
+            request["ClientRequestToken"] = request_token
+        self.log(f"updating {self.config.stack}: LiveColor {release.live_color} -> {color}")
         self.cfn.update_stack(**request)
 
-    def _await_stack(self, release: Release) -> Step:
+    def _await_stack(self, release: Release, token: dict) -> Step:
         if release.status in UPDATING:
-            return Step(f"{self.config.stack} is {release.status}", token={"phase": "stack"})
+            token = {**token, "phase": "stack"}
+            return Step(f"{self.config.stack} is {release.status}", token=token)
         if release.status == "UPDATE_COMPLETE" and release.live_color == self.target:
-            return self._verified(release, f"{self.target} is live", changed=True)
+            done = self._verified(release, f"{self.target} is live", changed=True)
+            if not self.config.bake_seconds:
+                return done
+            return Step(
+                f"{self.target} is live; baking {self.config.bake_seconds} s, rolling back "
+                f"if an alarm {self.config.alarm_prefix}* fires",
+                token={
+                    "phase": "bake",
+                    "previous": token.get("previous") or other_color(self.target),
+                    "until": self.clock() + self.config.bake_seconds,
+                },
+            )
         reason = first_failure(self.cfn, self.config.stack)
         raise SwapError(
             f"the swap's stack update ended {release.status} ({reason}); CloudFormation "
             f"rolled it back: production stays on {release.live_color or 'the live color'}"
         )
 
-    def _verified(self, release: Release, message: str, *, changed: bool) -> Step:
+    def _bake(self, release: Release, token: dict) -> Step:
+        """Watch the live alarms; on the first one in ALARM, swap back."""
+        firing = firing_alarms(self.cloudwatch, self.config.alarm_prefix)
+        previous = token["previous"]
+        if firing:
+            self.log(f"alarm(s) in ALARM: {', '.join(firing)}; rolling back to {previous}")
+            rollback_token = f"{self.request_token}-rollback" if self.request_token else ""
+            self._update_stack(release, previous, rollback_token[:128])
+            return Step(
+                f"alarm(s) {', '.join(firing)} fired: rolling back to {previous}",
+                token={"phase": "rollback", "previous": previous, "alarms": firing},
+            )
+        left = token["until"] - self.clock()
+        if left <= 0:
+            return Step(
+                f"{self.target} is live (baked {self.config.bake_seconds} s, no alarm)",
+                done=True,
+                changed=True,
+            )
+        return Step(f"baking: {int(left)} s left, no alarm", token=token)
+
+    def _await_rollback(self, release: Release, token: dict) -> Step:
+        previous, alarms = token["previous"], ", ".join(token["alarms"])
+        if release.status in UPDATING:
+            return Step(f"rolling back to {previous}: {release.status}", token=token)
+        if release.status == "UPDATE_COMPLETE" and release.live_color == previous:
+            self._verified(release, f"{previous} is live again", changed=True, color=previous)
+            raise SwapError(
+                f"rolled back: {alarms} fired within {self.config.bake_seconds} s of the "
+                f"swap to {self.target}, so {previous} is live again; the release stays "
+                f"on the test listener to look at"
+            )
+        reason = first_failure(self.cfn, self.config.stack)
+        raise SwapError(
+            f"{alarms} fired after the swap to {self.target}, and the rollback to "
+            f"{previous} ended {release.status} ({reason}): production may still be on "
+            f"{self.target}; check with --status and roll back with --to-color {previous}"
+        )
+
+    def _verified(self, release: Release, message: str, *, changed: bool, color: str = "") -> Step:
+        """Done, once the listeners agree that `color` (default: the target) is live."""
+        color = color or self.target
         state = self._alb()
-        if state.live_color != self.target or state.test_color != other_color(self.target):
+        if state.live_color != color or state.test_color != other_color(color):
             raise SwapError(
                 f"the release stack says {release.live_color} is live but the listeners "
                 f"say: {describe_state(state)}. Someone changed them outside "
@@ -656,7 +742,8 @@ def handler(event, context, *, clients=None, codepipeline=None, s3=None, sleep=t
         client("elbv2"),
         target=deployment["TestColor"],
         expect_image=deployment["TestImageTag"],
-        request_token=f"swap-{job_id}"[:128],
+        request_token=f"swap-{job_id}"[:100],
+        cloudwatch=client("cloudwatch"),
     )
     deadline = time.monotonic() + _budget(context, 240)
     try:
@@ -681,7 +768,7 @@ def handler(event, context, *, clients=None, codepipeline=None, s3=None, sleep=t
             executionDetails={"summary": step.message[:2048]},
         )
         print(f"job {job_id} continues: {step.message}", flush=True)
-        return {"ok": True, "message": step.message, "pending": True}
+        return {"ok": True, "message": step.message, "pending": True, "token": step.token}
     repository = os.environ.get("REPOSITORY_NAME")
     if repository:
         mark_promoted(client("ecr"), repository, deployment["TestImageTag"])
@@ -699,7 +786,8 @@ def _direct(event: dict, client) -> dict:
     if to_color not in COLORS:
         return {"ok": False, "message": f"to_color must be one of {', '.join(COLORS)}"}
     try:
-        config = Config.from_env(event)
+        # An operator's move (a rollback, usually): no bake, it would only delay it.
+        config = dataclasses.replace(Config.from_env(event), bake_seconds=0)
         swap = Swap(config, client("cloudformation"), client("ecs"), client("elbv2"), to_color)
         step = swap.advance(event.get("token"))
     except (ValueError, SwapError, ClientError, BotoCoreError) as exc:

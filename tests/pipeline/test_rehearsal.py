@@ -148,7 +148,7 @@ def pipeline_swap(run: dict, job_id: str, *, ok=True) -> dict:
             stubber.assert_no_pending_responses()
         if not result.get("pending"):
             return result
-        token = json.dumps({"phase": "stack"})
+        token = json.dumps(result["token"])
 
 
 def assert_live(aws, release: Release, live: str, images: dict[str, str]) -> None:

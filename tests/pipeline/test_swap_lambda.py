@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import zipfile
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -155,7 +156,7 @@ def test_capacity_is_matched_before_the_swap(aws, w):
     assert_live(aws, w, "blue")  # nothing swapped while waiting
     world.register_healthy(elbv2, w.tg["green"], 3)
     step = swap.advance(step.token)
-    assert step.token == {"phase": "stack"}
+    assert step.token == {"phase": "stack", "previous": "blue"}
     step = swap.advance(step.token)
     assert step.done and step.changed
     assert_live(aws, w, "green")
@@ -180,6 +181,99 @@ def test_listeners_changed_by_hand_are_reported_not_trusted(aws, w):
     )
     with pytest.raises(SwapError, match="outside CloudFormation"):
         new_swap(aws, w, "blue").advance()
+
+
+# --------------------------------------------------------------------------- the bake
+
+
+def live_alarm(aws, name: str, state: str = "OK") -> None:
+    cloudwatch = aws["cloudwatch"]
+    cloudwatch.put_metric_alarm(
+        AlarmName=name,
+        MetricName="HTTPCode_Target_5XX_Count",
+        Namespace="AWS/ApplicationELB",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="test")
+
+
+def baking_swap(aws, w, now):
+    config = replace(world.release_config(w), alarm_prefix="chatsvc-live-", bake_seconds=300)
+    return Swap(
+        config,
+        aws["cloudformation"],
+        aws["ecs"],
+        aws["elbv2"],
+        "green",
+        cloudwatch=aws["cloudwatch"],
+        log=quiet,
+        clock=lambda: now[0],
+    )
+
+
+def advance_until_baking(swap):
+    step = swap.advance()
+    while step.token.get("phase") != "bake":
+        assert not step.done
+        step = swap.advance(step.token)
+    return step
+
+
+def test_a_quiet_bake_ends_the_swap(aws, w):
+    live_alarm(aws, "chatsvc-live-target-5xx")
+    live_alarm(aws, "chatsvc-test-target-5xx", "ALARM")  # the test color's never count
+    now = [1000.0]
+    swap = baking_swap(aws, w, now)
+    step = advance_until_baking(swap)
+    assert "baking 300 s" in step.message
+    assert_live(aws, w, "green")
+    now[0] += 200
+    step = swap.advance(step.token)
+    assert not step.done and "100 s left" in step.message
+    now[0] += 101
+    step = swap.advance(step.token)
+    assert step.done and step.message == "green is live (baked 300 s, no alarm)"
+    assert_live(aws, w, "green")
+
+
+def test_an_alarm_during_the_bake_swaps_back_and_fails(aws, w):
+    """The release went live, then its 5xx alarm fired: production returns to the
+    release before, through the same stack, and the job fails saying why."""
+    live_alarm(aws, "chatsvc-live-target-5xx")
+    now = [1000.0]
+    swap = baking_swap(aws, w, now)
+    step = advance_until_baking(swap)
+    aws["cloudwatch"].set_alarm_state(
+        AlarmName="chatsvc-live-target-5xx", StateValue="ALARM", StateReason="5xx"
+    )
+    now[0] += 60
+    step = swap.advance(step.token)
+    assert step.token["phase"] == "rollback" and "rolling back to blue" in step.message
+    with pytest.raises(
+        SwapError, match=r"rolled back: chatsvc-live-target-5xx fired .* blue is live again"
+    ):
+        swap.advance(step.token)
+    assert_live(aws, w, "blue")
+
+
+def test_bake_needs_an_alarm_prefix(monkeypatch):
+    for name, value in (
+        ("LOAD_BALANCER_NAME", "a"),
+        ("RELEASE_STACK_NAME", "b"),
+        ("CLUSTER_NAME", "c"),
+        ("SERVICE_PREFIX", "d"),
+        ("BAKE_SECONDS", "300"),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ALARM_PREFIX", raising=False)
+    with pytest.raises(ValueError, match="needs ALARM_PREFIX"):
+        swap_lambda.Config.from_env()
+    monkeypatch.setenv("ALARM_PREFIX", "chatsvc-live-")
+    assert swap_lambda.Config.from_env().bake_seconds == 300
 
 
 # ------------------------------------------------- stack states moto cannot reach (Stubber)
@@ -222,7 +316,7 @@ def test_a_rerun_after_the_update_began_waits_for_it(stubbed):
     swap, stubber = stubbed
     stubber.add_response("describe_stacks", described("UPDATE_IN_PROGRESS", "green"))
     step = swap.advance()
-    assert not step.done and step.token == {"phase": "stack"}
+    assert not step.done and step.token == {"phase": "stack", "previous": "blue"}
 
 
 def test_a_rolled_back_swap_fails_with_the_first_reason(stubbed, aws, w):
@@ -331,11 +425,12 @@ def invoke(event, codepipeline):
 
 def test_handler_swaps_and_reports_success(aws, w, lambda_env, codepipeline):
     # No remaining-time budget in the test context: each invocation does one pass.
-    expect_success(codepipeline[1], token=json.dumps({"phase": "stack"}))
+    token = {"phase": "stack", "previous": "blue"}
+    expect_success(codepipeline[1], token=json.dumps(token))
     first = invoke(artifact_job("job-1", RUN), codepipeline)
-    assert first["pending"]
+    assert first["pending"] and first["token"] == token
     expect_success(codepipeline[1])
-    done = invoke(artifact_job("job-1", RUN, {"phase": "stack"}), codepipeline)
+    done = invoke(artifact_job("job-1", RUN, token), codepipeline)
     assert done == {"ok": True, "message": "green is live", "live_color": "green"}
     assert_live(aws, w, "green")
 
@@ -419,7 +514,9 @@ def test_the_released_image_is_marked_so_the_lifecycle_never_expires_it(
 
 def test_direct_invocation_takes_one_step(aws, w, lambda_env):
     step = swap_lambda.handler({"to_color": "green"}, Context(), clients=aws)
-    assert step["ok"] and not step["done"] and step["token"] == {"phase": "stack"}
+    assert (
+        step["ok"] and not step["done"] and step["token"] == {"phase": "stack", "previous": "blue"}
+    )
     done = swap_lambda.handler(
         {"to_color": "green", "token": step["token"]}, Context(), clients=aws
     )

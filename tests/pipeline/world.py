@@ -31,7 +31,7 @@ def clients(session_kwargs: dict | None = None):
     import boto3
 
     kwargs = {"region_name": REGION, **(session_kwargs or {})}
-    names = ("ec2", "elbv2", "ecs", "cloudformation", "s3", "ecr")
+    names = ("ec2", "elbv2", "ecs", "cloudformation", "s3", "ecr", "cloudwatch")
     return {name: boto3.client(name, **kwargs) for name in names}
 
 
