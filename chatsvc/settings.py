@@ -82,6 +82,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# The secret DATABASE_URL's credentials came from: when it rotates, new
+# connections read it again (chatsvc.core.rotating_postgres).
+DATABASE_SECRET_ARN = env_str("DATABASE_SECRET_ARN", "")
+if DATABASE_SECRET_ARN and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "chatsvc.core.rotating_postgres"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
