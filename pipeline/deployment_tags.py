@@ -28,6 +28,10 @@ green is test; the ARNs are empty strings when there is no load balancer. A live
 target group without a ``templates`` tag (released before colors had their own
 template revision) gets this run's templates too, once, with a note.
 
+With ``--swap-function``, the swap Lambda is asked which code it runs first
+(``{"action": "version"}``): a bundle uploaded without rolling out its Lambda
+would otherwise approve one swap logic and run another.
+
 With ``--release-stack``, the release stack is checked first: one left in
 ROLLBACK_COMPLETE by a failed first create holds no resources and blocks every
 later deploy (CloudFormation can only delete it), so it is deleted here; a stack
@@ -49,7 +53,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline import EXIT_AWS_ERROR, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pipeline import EXIT_AWS_ERROR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, swap_lambda
 from pipeline.swap_lambda import COLORS, AlbState, SwapError, read_state
 
 # An ECR tag: up to 128 chars of letters, digits, _ . -, not starting with . or -
@@ -207,6 +211,25 @@ def prepare_release_stack(cfn, name: str) -> list[str]:
     return []
 
 
+def check_swap_function(lambda_client, name: str) -> list[str]:
+    """Refuse a release whose swap Lambda runs other code than this bundle's."""
+    response = lambda_client.invoke(
+        FunctionName=name, Payload=json.dumps({"action": "version"}).encode()
+    )
+    answer = json.loads(response["Payload"].read() or b"{}")
+    deployed, bundled = answer.get("sha256"), swap_lambda.code_sha256()
+    if response.get("FunctionError") or not deployed:
+        raise DiscoveryError(f"swap Lambda {name} did not say which code it runs: {answer}")
+    if deployed != bundled:
+        raise DiscoveryError(
+            f"swap Lambda {name} runs code {deployed[:12]}, this bundle holds "
+            f"{bundled[:12]}: the bundle was uploaded without rolling out its Lambda. "
+            f"Update the platform stack with the new SwapLambdaObjectVersion "
+            f"(docs/deployment.md, step 2) and retry this stage"
+        )
+    return [f"swap Lambda {name} runs this bundle's code ({bundled[:12]})"]
+
+
 def read_json_field(path: str, key: str) -> str:
     data = json.loads(Path(path).read_text())
     value = data.get(key) if isinstance(data, dict) else None
@@ -238,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--release-stack", help="check (and clear a failed first create of) this stack first"
     )
+    parser.add_argument(
+        "--swap-function", help="check that this swap Lambda runs this bundle's code"
+    )
     parser.add_argument("--out", required=True, help="where to write the JSON")
     parser.add_argument("--region", help="AWS region (default: from the environment)")
     args = parser.parse_args(argv)
@@ -268,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         notes = []
+        if args.swap_function:
+            notes += check_swap_function(
+                boto3.client("lambda", region_name=args.region), args.swap_function
+            )
         if args.release_stack:
             cfn = boto3.client("cloudformation", region_name=args.region)
             notes += prepare_release_stack(cfn, args.release_stack)

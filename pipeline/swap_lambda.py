@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -48,6 +49,7 @@ import traceback
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -780,8 +782,16 @@ def handler(event, context, *, clients=None, codepipeline=None, s3=None, sleep=t
     return {"ok": True, "message": step.message, "live_color": swap.target}
 
 
+def code_sha256() -> str:
+    """The SHA-256 of this very file: Discover compares it with the bundle's copy."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _direct(event: dict, client) -> dict:
-    """A direct invocation (console test, operator): one pass towards `to_color`."""
+    """A direct invocation (console test, operator): one pass towards `to_color`;
+    ``{"action": "version"}`` answers which code runs."""
+    if event.get("action") == "version":
+        return {"ok": True, "sha256": code_sha256()}
     to_color = event.get("to_color")
     if to_color not in COLORS:
         return {"ok": False, "message": f"to_color must be one of {', '.join(COLORS)}"}

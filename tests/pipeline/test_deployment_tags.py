@@ -7,7 +7,7 @@ import json
 import pytest
 from moto import mock_aws
 
-from pipeline import deployment_tags
+from pipeline import deployment_tags, swap_lambda
 from tests.pipeline import world
 
 pytestmark = pytest.mark.infra
@@ -286,3 +286,57 @@ def test_the_release_stack_check_runs_before_discovery(aws, tmp_path, capsys):
     code, _data, out = discover(tmp_path, capsys, "--release-stack", "chatsvc-release")
     assert code == 0, out
     assert "release stack chatsvc-release does not exist yet" in out
+
+
+# --------------------------------------- the swap Lambda runs this bundle's code (Stubber)
+
+
+@pytest.fixture
+def lambda_client():
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("lambda", region_name=world.REGION)
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def answer(stubber, payload: dict, **extra) -> None:
+    import io
+
+    from botocore.response import StreamingBody
+
+    body = json.dumps(payload).encode()
+    stubber.add_response(
+        "invoke",
+        {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body)), **extra},
+        {"FunctionName": "chatsvc-swap", "Payload": b'{"action": "version"}'},
+    )
+
+
+def test_the_lambda_answers_with_the_hash_of_its_own_code():
+    result = swap_lambda.handler({"action": "version"}, None)
+    assert result == {"ok": True, "sha256": swap_lambda.code_sha256()}
+    assert len(result["sha256"]) == 64
+
+
+def test_a_swap_lambda_running_this_bundles_code_passes(lambda_client):
+    client, stubber = lambda_client
+    answer(stubber, {"ok": True, "sha256": swap_lambda.code_sha256()})
+    (note,) = deployment_tags.check_swap_function(client, "chatsvc-swap")
+    assert "runs this bundle's code" in note
+
+
+def test_a_swap_lambda_running_older_code_stops_the_release(lambda_client):
+    client, stubber = lambda_client
+    answer(stubber, {"ok": True, "sha256": "0" * 64})
+    with pytest.raises(deployment_tags.DiscoveryError, match="SwapLambdaObjectVersion"):
+        deployment_tags.check_swap_function(client, "chatsvc-swap")
+
+
+def test_a_swap_lambda_that_cannot_answer_stops_the_release(lambda_client):
+    client, stubber = lambda_client
+    answer(stubber, {"errorMessage": "boom"}, FunctionError="Unhandled")
+    with pytest.raises(deployment_tags.DiscoveryError, match="did not say which code"):
+        deployment_tags.check_swap_function(client, "chatsvc-swap")
