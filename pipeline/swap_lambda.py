@@ -64,6 +64,10 @@ TAG_TEMPLATES = "templates"
 MAX_FAILURE_MESSAGE = 5000  # CodePipeline FailureDetails.message limit
 PROMOTED_PREFIX = "promoted-"  # ECR's lifecycle policy keeps these (cloudformation/ecr.yaml)
 CAPACITY_WAIT_SECONDS = 15 * 60
+# The swap retargets the live alarms in place; each keeps its old state until its
+# next evaluation. Within this grace only an alarm that changed state since the
+# swap counts, so the previous color's alarm cannot roll back its own fix.
+ALARM_GRACE_SECONDS = 120
 POLL_SECONDS = 10
 # A stack the swap may update; anything else is mid-change or broken.
 STABLE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
@@ -400,21 +404,21 @@ def capacity(ecs, elbv2, config: Config, target: str, live: str, target_tg: str,
     return ""
 
 
-def firing_alarms(cloudwatch, prefix: str) -> list[str]:
-    """Names of the alarms under `prefix` that are in ALARM now."""
+def firing_alarms(cloudwatch, prefix: str) -> dict[str, float]:
+    """The alarms under `prefix` in ALARM now: name -> when their state last changed."""
     if cloudwatch is None or not prefix:
-        return []
+        return {}
     pages = cloudwatch.get_paginator("describe_alarms").paginate(
         AlarmNamePrefix=prefix,
         StateValue="ALARM",
         AlarmTypes=["MetricAlarm", "CompositeAlarm"],
     )
-    return sorted(
-        alarm["AlarmName"]
+    return {
+        alarm["AlarmName"]: alarm["StateUpdatedTimestamp"].timestamp()
         for page in pages
         for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
         if alarm.get("StateValue") == "ALARM"  # the filter again: cheap, and exact
-    )
+    }
 
 
 # --------------------------------------------------------------------------- swapping
@@ -544,6 +548,7 @@ class Swap:
                 token={
                     "phase": "bake",
                     "previous": token.get("previous") or other_color(self.target),
+                    "since": self.clock(),
                     "until": self.clock() + self.config.bake_seconds,
                 },
             )
@@ -555,7 +560,12 @@ class Swap:
 
     def _bake(self, release: Release, token: dict) -> Step:
         """Watch the live alarms; on the first one in ALARM, swap back."""
-        firing = firing_alarms(self.cloudwatch, self.config.alarm_prefix)
+        now, since = self.clock(), token["since"]
+        firing = sorted(
+            name
+            for name, changed in firing_alarms(self.cloudwatch, self.config.alarm_prefix).items()
+            if changed > since or now >= since + ALARM_GRACE_SECONDS
+        )
         previous = token["previous"]
         if firing:
             self.log(f"alarm(s) in ALARM: {', '.join(firing)}; rolling back to {previous}")
@@ -565,7 +575,7 @@ class Swap:
                 f"alarm(s) {', '.join(firing)} fired: rolling back to {previous}",
                 token={"phase": "rollback", "previous": previous, "alarms": firing},
             )
-        left = token["until"] - self.clock()
+        left = token["until"] - now
         if left <= 0:
             return Step(
                 f"{self.target} is live (baked {self.config.bake_seconds} s, no alarm)",

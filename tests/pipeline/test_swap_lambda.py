@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import time
 import zipfile
 from dataclasses import replace
 
@@ -258,6 +259,21 @@ def test_an_alarm_during_the_bake_swaps_back_and_fails(aws, w):
     ):
         swap.advance(step.token)
     assert_live(aws, w, "blue")
+
+
+def test_an_alarm_left_over_from_the_previous_color_waits_for_its_next_evaluation(aws, w):
+    """The swap retargets the live alarms in place: one still in ALARM about blue must
+    not roll green back before it was evaluated again, unless it stays in ALARM."""
+    live_alarm(aws, "chatsvc-live-target-5xx", "ALARM")  # about blue, before the swap
+    now = [time.time() + 1]
+    swap = baking_swap(aws, w, now)
+    step = advance_until_baking(swap)
+    now[0] += swap_lambda.ALARM_GRACE_SECONDS - 10
+    step = swap.advance(step.token)
+    assert step.token["phase"] == "bake" and "no alarm" in step.message
+    now[0] += 10  # evaluated again since, and still in ALARM: it is green's now
+    step = swap.advance(step.token)
+    assert step.token["phase"] == "rollback"
 
 
 def test_bake_needs_an_alarm_prefix(monkeypatch):
