@@ -1,15 +1,22 @@
 """Zip the templates and pipeline scripts into the bundle the pipeline reads.
 
-    python -m pipeline.package --bucket BUCKET [--key chatsvc/bundle.zip] [--dry-run]
+    python -m pipeline.package --bucket BUCKET --environment {dev,staging,production}
+        [--project chatsvc] [--key KEY] [--lambda-key KEY] [--dry-run]
 
 Builds two zips, byte-for-byte reproducible (sorted entries, fixed timestamps),
 so that an unchanged tree uploads an unchanged object:
 
 - the swap Lambda: ``swap_lambda.py`` at its root, uploaded to
-  ``s3://BUCKET/chatsvc/swap_lambda.zip`` (``--lambda-key``);
+  ``s3://BUCKET/<project>/<environment>/swap_lambda.zip`` (``--lambda-key``);
 - the bundle: ``cloudformation/**`` and ``pipeline/**`` (no ``__pycache__``), plus
-  ``swap_lambda.zip``, uploaded to ``s3://BUCKET/<key>``; the pipeline's second
-  source (an S3 source action) watches this object.
+  ``swap_lambda.zip``, uploaded to ``s3://BUCKET/<project>/<environment>/bundle.zip``
+  (``--key``); the environment's pipeline watches this object. It is the primary
+  source of the Build action: the build buildspec, the scan gate, its allowlist
+  and the base-image pin (``pipeline/base-image.txt``) come from here, not from
+  the commit being built.
+
+The keys are per environment (root.yaml derives the same ones from ProjectName
+and Environment), so the environments of one account never share a bundle.
 
 The Lambda zip goes up first: the bundle's upload starts a pipeline run that
 may deploy the Lambda from it. ``--dry-run`` lists both zips and uploads nothing.
@@ -33,12 +40,25 @@ from pipeline import EXIT_AWS_ERROR, EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_DIRS = ("cloudformation", "pipeline")
-DEFAULT_KEY = "chatsvc/bundle.zip"
-DEFAULT_LAMBDA_KEY = "chatsvc/swap_lambda.zip"
+ENVIRONMENTS = ("dev", "staging", "production")
+DEFAULT_PROJECT = "chatsvc"
+BUNDLE_KEY = "{project}/{environment}/bundle.zip"
+LAMBDA_KEY = "{project}/{environment}/swap_lambda.zip"
+TEMPLATE_PREFIX = "{project}/{environment}/templates/"
 LAMBDA_NAME = "swap_lambda.zip"
 EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo"}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's epoch: reproducible archives
+
+
+def keys(environment: str, project: str = DEFAULT_PROJECT) -> dict[str, str]:
+    """The environment's S3 keys, as root.yaml derives them."""
+    names = {"project": project, "environment": environment}
+    return {
+        "bundle": BUNDLE_KEY.format(**names),
+        "lambda": LAMBDA_KEY.format(**names),
+        "templates": TEMPLATE_PREFIX.format(**names),
+    }
 
 
 def bundle_files(root: Path) -> list[tuple[str, Path]]:
@@ -107,14 +127,23 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Exit codes: 0 done, 2 bad usage, 4 AWS error.",
     )
     parser.add_argument("--bucket", required=True, help="the artifacts bucket")
-    parser.add_argument("--key", default=DEFAULT_KEY, help=f"bundle key ({DEFAULT_KEY})")
     parser.add_argument(
-        "--lambda-key", default=DEFAULT_LAMBDA_KEY, help=f"Lambda zip key ({DEFAULT_LAMBDA_KEY})"
-    )
+        "--environment", required=True, choices=ENVIRONMENTS,
+        help="the environment whose keys to upload to (root.yaml's Environment)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--project", default=DEFAULT_PROJECT,
+        help=f"root.yaml's ProjectName ({DEFAULT_PROJECT})",
+    )  # fmt: skip
+    parser.add_argument("--key", help=f"bundle key ({BUNDLE_KEY})")
+    parser.add_argument("--lambda-key", help=f"Lambda zip key ({LAMBDA_KEY})")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root")
     parser.add_argument("--dry-run", action="store_true", help="list contents, upload nothing")
     parser.add_argument("--region", help="AWS region (default: from the environment)")
     args = parser.parse_args(argv)
+    derived = keys(args.environment, args.project)
+    args.key = args.key or derived["bundle"]
+    args.lambda_key = args.lambda_key or derived["lambda"]
 
     try:
         lambda_zip = build_lambda_zip(args.root)
@@ -133,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: s3://{args.bucket}/{key} ({size})")
         for name in names:
             print(f"  {name}")
+    print(f"root.yaml's nested templates: s3://{args.bucket}/{derived['templates']} (aws s3 sync)")
     if args.dry_run:
         print("dry run: nothing uploaded")
         return EXIT_OK

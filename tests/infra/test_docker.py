@@ -18,6 +18,9 @@ pytestmark = pytest.mark.infra
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 
 
+ECR_PUBLIC_PYTHON = "public.ecr.aws/docker/library/python:3.11-slim-bookworm"
+
+
 def stages() -> list[tuple[str, str]]:
     """(stage name, stage text) of the Dockerfile."""
     text = (DOCKER / "Dockerfile").read_text()
@@ -25,10 +28,17 @@ def stages() -> list[tuple[str, str]]:
     return list(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_dockerfile_is_multi_stage_on_a_slim_python_311():
+def test_dockerfile_is_multi_stage_on_a_slim_python_311_from_ecr_public():
+    """Both stages FROM ${PYTHON_IMAGE}, declared before the first FROM (so both see
+    it), defaulting to ECR Public's mirror of the official image: no anonymous Docker
+    Hub pull in CodeBuild. The pipeline may override it with a digest pin."""
     text = (DOCKER / "Dockerfile").read_text()
     bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
-    assert len(bases) == 2 and all(b.startswith("python:3.11-slim") for b in bases), bases
+    assert bases == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"], bases
+    args = re.findall(r"^ARG\s+PYTHON_IMAGE=(\S+)$", text, flags=re.MULTILINE)
+    assert args == [ECR_PUBLIC_PYTHON]
+    assert text.index("ARG PYTHON_IMAGE=") < text.index("\nFROM ")
+    assert not re.search(r"^FROM\s+(docker\.io/)?(library/)?python:", text, flags=re.MULTILINE)
     assert [name for name, _ in stages()] == ["build", "runtime"]
 
 

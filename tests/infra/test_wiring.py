@@ -3,6 +3,8 @@ required child parameter is passed, every output a root reads exists, every valu
 release stack imports is exported by the platform root, and the pipeline's deploy action
 passes exactly what release.yaml takes."""
 
+import ipaddress
+import itertools
 import json
 import re
 
@@ -473,6 +475,9 @@ def test_swap_lambda_updates_the_release_stack_and_touches_no_listener():
         "RELEASE_ROLE_ARN": {"Fn::Sub": role_arn},
         "CLUSTER_NAME": {"Ref": "ClusterName"},
         "SERVICE_PREFIX": {"Fn::Sub": "${Prefix}-web"},
+        # The bake after a swap (tests/infra/test_alarms.py).
+        "ALARM_PREFIX": {"Fn::Sub": "${Prefix}-live-"},
+        "BAKE_SECONDS": {"Ref": "BakeSeconds"},
     }
     # ... and those names are what pipeline.yaml and root.yaml create.
     pipeline = load("pipeline.yaml")
@@ -496,3 +501,225 @@ def test_discover_can_delete_a_release_stack_whose_first_create_failed():
     }
     pipeline_role = statements_of("pipeline.yaml", "PipelineRole")
     assert not any("cloudformation:DeleteStack" in actions_of(s) for s in pipeline_role)
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def resolve(node, template: dict, params: dict):
+    """Evaluate the intrinsics a root passes to its children (Ref, Fn::Sub,
+    Fn::FindInMap, Fn::If, Fn::Select, Fn::Cidr) as CloudFormation would."""
+    if isinstance(node, list):
+        return [resolve(item, template, params) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ((function, arg),) = node.items()
+    if function == "Ref":
+        return params[arg]
+    if function == "Fn::Sub":
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        values = {**params, **{k: resolve(v, template, params) for k, v in variables.items()}}
+        return re.sub(r"\$\{([\w:]+)\}", lambda m: str(values[m.group(1)]), text)
+    if function == "Fn::FindInMap":
+        name, top, key = resolve(arg, template, params)
+        return template["Mappings"][name][top][key]
+    if function == "Fn::If":
+        condition, yes, no = arg
+        return resolve(
+            yes if condition_holds(condition, template, params) else no, template, params
+        )
+    if function == "Fn::Select":
+        index, items = resolve(arg, template, params)
+        return items[int(index)]
+    if function == "Fn::Cidr":
+        block, count, bits = resolve(arg, template, params)
+        subnets = ipaddress.ip_network(block).subnets(new_prefix=32 - int(bits))
+        return [str(s) for s in itertools.islice(subnets, int(count))]
+    raise AssertionError(f"cannot evaluate {function}")
+
+
+def condition_holds(name: str, template: dict, params: dict) -> bool:
+    def holds(node):
+        ((function, arg),) = node.items()
+        if function == "Fn::Not":
+            return not holds(arg[0])
+        if function == "Fn::Equals":
+            left, right = (resolve(a, template, params) for a in arg)
+            return left == right
+        if function == "Condition":
+            return condition_holds(arg, template, params)
+        raise AssertionError(f"cannot evaluate {function}")
+
+    return holds(template["Conditions"][name])
+
+
+def root_params(environment: str, **given) -> dict:
+    defaults = {k: v.get("Default") for k, v in load("root.yaml")["Parameters"].items()}
+    return {
+        **defaults,
+        "Environment": environment,
+        "AWS::Region": "eu-central-1",
+        "AWS::URLSuffix": "amazonaws.com",
+        "ArtifactBucket": "chatsvc-bundle-123456789012-eu-central-1",
+        **given,
+    }
+
+
+ENVIRONMENTS = ("dev", "staging", "production")
+
+
+def test_environments_of_one_account_have_their_own_keys():
+    """dev, staging and production may share an account's bucket: each reads its own
+    bundle (whose upload starts only its own pipeline), swap Lambda zip and templates."""
+    root = load("root.yaml")
+    assert not {"BundleKey", "TemplatePrefix", "SwapLambdaKey"} & set(root["Parameters"])
+    children = nested_stacks(root)
+    seen = set()
+    for environment in ENVIRONMENTS:
+        params = root_params(environment)
+        env_prefix = f"chatsvc/{environment}/"
+        for logical_id, resource in root["Resources"].items():
+            if resource["Type"] == "AWS::CloudFormation::Stack":
+                url = resolve(resource["Properties"]["TemplateURL"], root, params)
+                host = "https://chatsvc-bundle-123456789012-eu-central-1.s3.eu-central-1."
+                assert url == f"{host}amazonaws.com/{env_prefix}templates/{children[logical_id][0]}"
+        pipeline = children["Pipeline"][1]
+        keys = {
+            "bundle": resolve(pipeline["BundleKey"], root, params),
+            "templates": resolve(pipeline["TemplatePrefix"], root, params),
+            "lambda": resolve(children["SwapLambda"][1]["SwapLambdaKey"], root, params),
+        }
+        assert keys == {
+            "bundle": env_prefix + "bundle.zip",
+            "templates": env_prefix + "templates/",
+            "lambda": env_prefix + "swap_lambda.zip",
+        }
+        assert resolve(root["Outputs"]["BundleLocation"]["Value"], root, params) == (
+            f"s3://{params['ArtifactBucket']}/{keys['bundle']}"
+        )
+        assert not seen & set(keys.values())
+        seen |= set(keys.values())
+    # The pipeline starts on, and reads, its own bundle only.
+    resources = load("pipeline.yaml")["Resources"]
+    rule = resources["BundleUploadedRule"]["Properties"]["EventPattern"]["detail"]
+    assert rule["object"]["key"] == [{"Ref": "BundleKey"}]
+    source = next(
+        a
+        for stage in resources["Pipeline"]["Properties"]["Stages"]
+        for a in stage["Actions"]
+        if a["ActionTypeId"]["Provider"] == "S3"
+    )
+    assert source["Configuration"]["S3ObjectKey"] == {"Ref": "BundleKey"}
+
+
+def test_bootstrap_bucket_expires_every_environments_published_templates():
+    """PublishTemplates writes TemplatePrefix + releases/<build>/; a lifecycle prefix
+    has no wildcards, so each environment needs its rule (400 days: a color may stay
+    live that long on its revision)."""
+    bootstrap = load("bootstrap.yaml")
+    params = {"ProjectName": bootstrap["Parameters"]["ProjectName"]["Default"]}
+    bucket = bootstrap["Resources"]["Bucket"]["Properties"]
+    # The default keeps the bucket's name: no replacement of an existing bucket.
+    assert (
+        resolve(
+            bucket["BucketName"], bootstrap, {**params, "AWS::AccountId": "1", "AWS::Region": "r"}
+        )
+        == "chatsvc-bundle-1-r"
+    )
+    assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"] == {
+        "EventBridgeEnabled": True
+    }
+    expiring = {
+        resolve(rule["Prefix"], bootstrap, params): rule["ExpirationInDays"]
+        for rule in bucket["LifecycleConfiguration"]["Rules"]
+        if "Prefix" in rule and "ExpirationInDays" in rule
+    }
+    publish = load("pipeline.yaml")["Resources"]["PublishTemplatesProject"]["Properties"]
+    assert '"${TEMPLATE_PREFIX}releases/' in publish["Source"]["BuildSpec"]
+    root = load("root.yaml")
+    for environment in ENVIRONMENTS:
+        template_prefix = resolve(
+            nested_stacks(root)["Pipeline"][1]["TemplatePrefix"], root, root_params(environment)
+        )
+        assert expiring[template_prefix + "releases/"] == 400, environment
+    # Revisions published under the old shared prefix still expire.
+    assert expiring["chatsvc/templates/releases/"] == 400
+
+
+def network_params(environment: str, **given) -> dict:
+    root = load("root.yaml")
+    passed = nested_stacks(root)["Network"][1]
+    return {
+        name: resolve(value, root, root_params(environment, **given))
+        for name, value in passed.items()
+        if "Cidr" in name
+    }
+
+
+def test_each_environment_has_its_own_vpc_range_with_subnets_derived_inside_it():
+    ranges = {}
+    for environment in ENVIRONMENTS:
+        cidrs = network_params(environment)
+        vpc = ipaddress.ip_network(cidrs.pop("VpcCidr"))
+        subnets = {name: ipaddress.ip_network(cidr) for name, cidr in cidrs.items()}
+        assert set(subnets) == {
+            "PublicSubnet1Cidr", "PublicSubnet2Cidr", "PrivateSubnet1Cidr", "PrivateSubnet2Cidr",
+        }  # fmt: skip
+        assert all(s.subnet_of(vpc) for s in subnets.values())
+        for a, b in itertools.combinations(subnets.values(), 2):
+            assert not a.overlaps(b), (environment, a, b)
+        assert {s.prefixlen for n, s in subnets.items() if n.startswith("Public")} == {22}
+        assert {s.prefixlen for n, s in subnets.items() if n.startswith("Private")} == {18}
+        ranges[environment] = vpc
+    assert {k: str(v) for k, v in ranges.items()} == {
+        "dev": "10.10.0.0/16",
+        "staging": "10.20.0.0/16",
+        "production": "10.30.0.0/16",
+    }
+
+
+def test_a_given_vpc_range_keeps_network_yamls_layout():
+    """An environment created before the ranges were per environment passes its
+    range (VpcCidr=10.40.0.0/16): it must get exactly the subnets it has, or
+    CloudFormation would replace them and everything in them."""
+    network = load("network.yaml")["Parameters"]
+    defaults = {name: spec["Default"] for name, spec in network.items() if "Cidr" in name}
+    assert network_params("production", VpcCidr=defaults["VpcCidr"]) == defaults
+
+
+def test_worker_service_leaves_its_desired_count_to_autoscaling():
+    """With DesiredCount in the template, every update of the worker service (each
+    swap gives it a new image) reset it to MinCount, dropping a backlog's scale-out.
+    Without it CloudFormation starts 1 task on create and keeps the count on update;
+    the scalable target keeps it within MinCount..MaxCount."""
+    resources = load("worker.yaml")["Resources"]
+    assert "DesiredCount" not in resources["Service"]["Properties"]
+    target = resources["ScalableTarget"]["Properties"]
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert target["ResourceId"] == {"Fn::Sub": "service/${ClusterName}/${Service.Name}"}
+    for bound, key in (("MinCapacity", "MinCount"), ("MaxCapacity", "MaxCount")):
+        assert target[bound] == {"Fn::FindInMap": ["Sizes", {"Ref": "Environment"}, key]}
+
+
+def test_web_services_leave_their_desired_count_to_autoscaling():
+    """An update of a live web service must not cut production back to its minimum."""
+    resources = load("web-service.yaml")["Resources"]
+    assert "DesiredCount" not in resources["Service"]["Properties"]
+    target = resources["ScalableTarget"]["Properties"]
+    assert target["MinCapacity"] == {
+        "Fn::FindInMap": ["Sizes", {"Ref": "Environment"}, "DesiredCount"]
+    }
+
+
+def test_discover_checks_the_swap_lambda_and_may_invoke_only_it():
+    project = load("pipeline.yaml")["Resources"]["DiscoverProject"]["Properties"]
+    variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert variables["SWAP_FUNCTION_NAME"] == {"Ref": "SwapFunctionName"}
+    invoke = [
+        s
+        for s in statements_of("pipeline.yaml", "DiscoverRole")
+        if "lambda:InvokeFunction" in actions_of(s)
+    ]
+    assert [s["Resource"] for s in invoke] == [{"Ref": "SwapFunctionArn"}]
+    buildspec = (TEMPLATES.parent / "pipeline" / "buildspec-discover.yml").read_text()
+    assert '--swap-function "$SWAP_FUNCTION_NAME"' in buildspec

@@ -1,9 +1,11 @@
 """Buildspecs: parsed and checked for what the pipeline and the templates expect,
 and the build and discover buildspecs run as CodeBuild would (one bash shell for
-all commands) against moto's server, with docker and the aws CLI stubbed."""
+all commands, from the bundle that pipeline/package.py makes, the commit as a
+secondary source) against moto's server, with docker and the aws CLI stubbed."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,17 +14,22 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+import zipfile
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
+from pipeline import package
+
 pytestmark = pytest.mark.infra
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipeline"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REGION = "us-east-1"
+DEFAULT_BASE = "public.ecr.aws/docker/library/python:3.11-slim-bookworm"
+PIN = DEFAULT_BASE + "@sha256:" + "c" * 64
 
 
 def load(name: str) -> dict:
@@ -69,9 +76,14 @@ def test_build_buildspec():
     login = cmds[index_of(cmds, "get-login-password")]
     assert "docker login --username AWS --password-stdin" in login
     build = next(line for c in cmds for line in c.splitlines() if "docker build" in line).strip()
-    assert "--file docker/Dockerfile" in build and build.endswith(" .")
+    # The commit (the secondary source) is the build context and nothing else.
+    assert '--file "$APP_SRC/docker/Dockerfile"' in build and build.endswith(' "$APP_SRC"')
+    assert 'export APP_SRC="${CODEBUILD_SRC_DIR_SourceCode:-}"' in cmds
     assert '--tag "$ECR_REPOSITORY_URI:$TAG"' in build
-    assert "cut -c1-12" in cmds[index_of(cmds, "CODEBUILD_RESOLVED_SOURCE_VERSION")]
+    # The tag is the commit's, from the pipeline's variable: CodeBuild's resolved
+    # source version names the primary source, the bundle.
+    assert "cut -c1-12" in cmds[index_of(cmds, 'TAG="$(echo "$SOURCE_COMMIT"')]
+    assert "CODEBUILD_RESOLVED_SOURCE_VERSION" not in "\n".join(cmds)
     gate = cmds[index_of(cmds, "pipeline.scan_gate")]
     assert '--repository "$ECR_REPOSITORY_NAME"' in gate and '--tag "$TAG"' in gate
     assert "--allowlist pipeline/scan-allowlist.json" in gate
@@ -132,7 +144,7 @@ CfnLoader.add_multi_constructor(
     ),
 )
 
-BUILTIN = {"CODEBUILD_RESOLVED_SOURCE_VERSION", "AWS_DEFAULT_REGION", "TAG", "REGISTRY"}
+BUILTIN = {"AWS_DEFAULT_REGION", "TAG", "REGISTRY"}
 
 
 def template(name: str) -> dict:
@@ -187,6 +199,32 @@ def test_every_variable_a_buildspec_requires_is_provided(name):
     assert required - BUILTIN <= provided, f"{name}: not provided: {required - BUILTIN - provided}"
 
 
+def test_build_runs_the_bundles_buildspec_with_the_commit_as_context_only():
+    """A commit must not be able to edit its own gate: the Build action's primary
+    source (where CodeBuild reads the buildspec and runs it) is the operator-uploaded
+    bundle; the commit is a secondary input, and its id comes from the Code action."""
+    build = action_for("pipeline/buildspec-build.yml")
+    assert build["Configuration"]["PrimarySource"] == "SourceBundle"
+    assert [a["Name"] for a in build["InputArtifacts"]] == ["SourceBundle", "SourceCode"]
+    (variable,) = json.loads(build["Configuration"]["EnvironmentVariables"])
+    assert variable == {
+        "name": "SOURCE_COMMIT", "value": "#{SourceVariables.CommitId}", "type": "PLAINTEXT",
+    }  # fmt: skip
+    code, bundle = (
+        next(a for a in actions() if a["ActionTypeId"]["Provider"] == provider)
+        for provider in ("CodeStarSourceConnection", "S3")
+    )
+    assert code["Namespace"] == "SourceVariables"
+    assert [a["Name"] for a in code["OutputArtifacts"]] == ["SourceCode"]
+    assert [a["Name"] for a in bundle["OutputArtifacts"]] == ["SourceBundle"]
+    # Every buildspec that pipeline.yaml names runs from the bundle.
+    for path in projects():
+        if path.startswith("pipeline/"):
+            action = action_for(path)
+            inputs = [a["Name"] for a in action["InputArtifacts"]]
+            assert action["Configuration"].get("PrimarySource", inputs[0]) == "SourceBundle", path
+
+
 def test_secondary_artifacts_match_the_pipeline():
     build = action_for("pipeline/buildspec-build.yml")
     assert [a["Name"] for a in build["OutputArtifacts"]] == ["BuildOutput"]
@@ -219,24 +257,32 @@ def test_deploy_parameters_read_keys_that_deployment_json_has():
     assert used <= set(KEYS)
 
 
-def test_swap_lambda_and_bundle_keys_match_the_templates():
-    from pipeline import package
+@pytest.mark.parametrize("environment", package.ENVIRONMENTS)
+def test_swap_lambda_and_bundle_keys_match_the_templates(environment):
+    """package.py uploads to the keys root.yaml derives for the environment."""
+    root = template("root.yaml")["Resources"]
+    names = {"ProjectName": "chatsvc", "Environment": environment}
+
+    def render(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: names[m.group(1)], text)
+
+    keys = package.keys(environment)
+    assert render(root["SwapLambda"]["Properties"]["Parameters"]["SwapLambdaKey"]) == keys["lambda"]
+    pipeline = root["Pipeline"]["Properties"]["Parameters"]
+    assert render(pipeline["BundleKey"]) == keys["bundle"]
+    assert render(pipeline["TemplatePrefix"]) == keys["templates"]
+    assert keys["bundle"] == f"chatsvc/{environment}/bundle.zip"
 
     lam = template("swap-lambda.yaml")
-    assert lam["Parameters"]["SwapLambdaKey"]["Default"] == package.DEFAULT_LAMBDA_KEY
     function = next(
         r["Properties"] for r in lam["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
     )
     assert function["Handler"] == "swap_lambda.handler"
     assert function["Runtime"] == "python3.12"
-    assert set(function["Environment"]["Variables"]) == {
-        "LOAD_BALANCER_NAME",
-        "REPOSITORY_NAME",
-        "RELEASE_STACK_NAME",
-        "RELEASE_ROLE_ARN",
-        "CLUSTER_NAME",
-        "SERVICE_PREFIX",
-    }
+    # The Lambda's environment is exactly what swap_lambda.py reads.
+    source = (PIPELINE / "swap_lambda.py").read_text()
+    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(\w+)\"", source))
+    assert read and set(function["Environment"]["Variables"]) == read
     swap = next(a for a in actions() if a["ActionTypeId"]["Provider"] == "Lambda")
     assert "load_balancer" in json.loads(swap["Configuration"]["UserParameters"])
 
@@ -265,7 +311,9 @@ DOCKER_STUB = """\
 echo "docker $*" >> "$STUB_LOG"
 case "$1" in
   login) [ "$(cat)" = "fake-ecr-password" ] || { echo "bad password" >&2; exit 1; } ;;
-  build) ;;
+  build) # --file must exist and the context (the last argument) be a directory
+    file=""; prev=""; for arg in "$@"; do [ "$prev" = "--file" ] && file="$arg"; prev="$arg"; done
+    [ -f "$file" ] && [ -d "$prev" ] || { echo "no $file or context $prev" >&2; exit 1; } ;;
   push) python3 - "$2" <<'PY'
 import json, sys, boto3
 uri, tag = sys.argv[1].rsplit(":", 1)
@@ -289,11 +337,33 @@ echo "unexpected aws $*" >&2; exit 1
 """
 
 
+def hostile_commit(code: Path) -> None:
+    """A commit that tries to wave itself through: its own gate always passes, its
+    allowlist excuses everything, its base-image pin points elsewhere."""
+    (code / "docker").mkdir(parents=True)
+    shutil.copy(ROOT / "docker" / "Dockerfile", code / "docker" / "Dockerfile")
+    (code / "pipeline").mkdir()
+    (code / "pipeline" / "__init__.py").write_text("")
+    (code / "pipeline" / "scan_gate.py").write_text("print('PASSED (the commit says so)')\n")
+    (code / "pipeline" / "scan-allowlist.json").write_text(
+        json.dumps(
+            [{"id": "CVE-2024-9999", "reason": "the commit says so", "expires": "2999-12-31"}]
+        )
+    )
+    (code / "pipeline" / "base-image.txt").write_text(
+        "evil.example/python@sha256:" + "e" * 64 + "\n"
+    )
+    (code / "pipeline" / "buildspec-build.yml").write_text("version: 0.2\n")
+
+
 @pytest.fixture
 def sandbox(tmp_path, moto_endpoint):
-    """A CodeBuild-like source dir (a copy of pipeline/), stubs first on PATH."""
+    """CodeBuild's two source dirs: the primary one is the bundle pipeline/package.py
+    makes (unzipped), SourceCode a commit's checkout; stubs first on PATH."""
     src = tmp_path / "src"
-    shutil.copytree(PIPELINE, src / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    zipfile.ZipFile(io.BytesIO(package.build_bundle(ROOT))).extractall(src)
+    code = tmp_path / "SourceCode"
+    hostile_commit(code)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in (("docker", DOCKER_STUB), ("aws", AWS_STUB)):
@@ -308,7 +378,12 @@ def sandbox(tmp_path, moto_endpoint):
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ACCOUNT_ID": "123456789012",
-        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+        # For CodePipeline, CodeBuild's resolved version is the primary source's (the
+        # bundle's S3 object version): the tag must not come from it.
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": "3HL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY",
+        "CODEBUILD_SRC_DIR": str(src),
+        "CODEBUILD_SRC_DIR_SourceCode": str(code),
+        "SOURCE_COMMIT": COMMIT,
         "STUB_LOG": str(tmp_path / "stub.log"),
     }
     return src, env
@@ -361,8 +436,80 @@ def test_build_buildspec_runs_and_names_the_image(sandbox, moto_endpoint):
         f"aws ecr get-login-password --region {REGION}",
         f"docker login --username AWS --password-stdin {registry}",
     }
-    assert log[2].startswith(f"docker build --file docker/Dockerfile --tag {uri}:{COMMIT[:12]}")
+    code = env["CODEBUILD_SRC_DIR_SourceCode"]
+    assert log[2].startswith(
+        f"docker build --file {code}/docker/Dockerfile --tag {uri}:{COMMIT[:12]}"
+    )
+    assert log[2].endswith(f" {code}")  # the commit is the build context
+    assert f"org.opencontainers.image.revision={COMMIT}" in log[2]
     assert log[3] == f"docker push {uri}:{COMMIT[:12]}"
+    # No pin in the bundle: the Dockerfile's default, and the log says which.
+    assert "--build-arg" not in log[2] and "evil.example" not in log[2]
+    assert f"org.opencontainers.image.base.name={DEFAULT_BASE}" in log[2]
+    assert f"base image: {DEFAULT_BASE} (the Dockerfile's default, not pinned" in result.stdout
+
+
+@pytest.mark.integration
+def test_a_commit_cannot_weaken_its_own_scan_gate(sandbox, moto_endpoint):
+    """The commit's own scan_gate.py and allowlist (hostile_commit) would pass this
+    CRITICAL finding; the bundle's gate and allowlist run, and fail it."""
+    src, env = sandbox
+    repo = new_repository(moto_endpoint)
+    finding = {"name": "CVE-2024-9999", "severity": "CRITICAL", "attributes": []}
+    set_scan_result(moto_endpoint, repo, [finding], {"CRITICAL": 1})
+    result = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "CVE-2024-9999" in result.stdout and "the commit says so" not in result.stdout
+    assert not (src / "image.json").exists()
+    # ... whereas the bundle's allowlist does excuse it: an operator's upload decides.
+    (src / "pipeline" / "scan-allowlist.json").write_text(
+        json.dumps(
+            [{"id": "CVE-2024-9999", "reason": "reviewed: not reachable", "expires": "2999-12-31"}]
+        )
+    )
+    again = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "PASSED" in again.stdout and "the commit says so" not in again.stdout
+
+
+@pytest.mark.integration
+def test_the_bundles_base_image_pin_is_passed_to_docker(sandbox, moto_endpoint):
+    src, env = sandbox
+    pin_file = src / "pipeline" / "base-image.txt"
+    pin_file.write_text(pin_file.read_text() + PIN + "\n")
+    repo = new_repository(moto_endpoint)
+    set_scan_result(moto_endpoint, repo, [], {})
+    result = codebuild("buildspec-build.yml", src, build_env(env, repo))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (build,) = [
+        line for line in Path(env["STUB_LOG"]).read_text().splitlines() if "docker build" in line
+    ]
+    assert f"--build-arg PYTHON_IMAGE={PIN} " in build
+    assert f"org.opencontainers.image.base.name={PIN}" in build
+    assert f"base image: {PIN} (pinned by the bundle's pipeline/base-image.txt)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "pin",
+    [DEFAULT_BASE, DEFAULT_BASE + "@sha256:abc", f"{PIN}\n{PIN}", "python@sha256:" + "C" * 64],
+    ids=["tag-only", "short-digest", "two-lines", "uppercase-digest"],
+)
+def test_a_malformed_base_image_pin_fails_before_building(sandbox, pin):
+    src, env = sandbox
+    (src / "pipeline" / "base-image.txt").write_text(f"# pinned\n{pin}\n")
+    result = codebuild("buildspec-build.yml", src, build_env(env, "chatsvc-unused"))
+    assert result.returncode == 1
+    assert "pipeline/base-image.txt: expected one line IMAGE@sha256:" in result.stdout
+    assert not Path(env["STUB_LOG"]).exists()  # not even logged in to ECR
+
+
+def test_the_shipped_base_image_file_pins_nothing_yet_and_says_how():
+    """No digest can be looked up here: the file ships commented out, with the recipe."""
+    text = (PIPELINE / "base-image.txt").read_text()
+    assert [line for line in text.splitlines() if line.strip() and not line.startswith("#")] == []
+    assert "docker buildx imagetools inspect " + DEFAULT_BASE in text
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert f"ARG PYTHON_IMAGE={DEFAULT_BASE}\n" in dockerfile
 
 
 @pytest.mark.integration
@@ -400,6 +547,16 @@ def test_build_buildspec_fails_without_its_environment(sandbox):
     result = codebuild("buildspec-build.yml", src, env)
     assert result.returncode != 0
     assert "ECR_REPOSITORY_URI: is not set" in result.stderr
+    assert not Path(env["STUB_LOG"]).exists()
+
+
+@pytest.mark.parametrize("missing", ["SOURCE_COMMIT", "CODEBUILD_SRC_DIR_SourceCode"])
+def test_build_buildspec_fails_without_the_commit(sandbox, missing):
+    src, env = sandbox
+    env = build_env({k: v for k, v in env.items() if k != missing}, "chatsvc-unused")
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode != 0
+    assert missing in result.stdout + result.stderr
     assert not Path(env["STUB_LOG"]).exists()
 
 
