@@ -1,5 +1,7 @@
 """What the tasks' roles may do with secrets, and the variables that go with it."""
 
+import pytest
+
 from tests.infra.cfn import load
 
 
@@ -29,8 +31,9 @@ def test_only_web_tasks_may_store_the_smoke_key_and_nothing_else():
     assert grants("WorkerTaskRole", "secretsmanager:PutSecretValue") == []
 
 
-def test_web_tasks_know_the_secret_their_database_credentials_came_from():
-    (container,) = load("web-service.yaml")["Resources"]["TaskDefinition"]["Properties"][
+@pytest.mark.parametrize("template", ["web-service.yaml", "worker.yaml"])
+def test_tasks_know_the_secret_their_database_credentials_came_from(template):
+    (container,) = load(template)["Resources"]["TaskDefinition"]["Properties"][
         "ContainerDefinitions"
     ]
     environment = {item["Name"]: item["Value"] for item in container["Environment"]}
