@@ -187,6 +187,10 @@ CHAT_DRAIN_SECONDS = env_int("CHAT_DRAIN_SECONDS", 10)
 CHAT_TARGET_GROUP_ARN = env_str("CHAT_TARGET_GROUP_ARN")
 CHAT_TARGET_ADDRESS = env_str("CHAT_TARGET_ADDRESS")  # ip:port; default: ECS task metadata
 CHAT_DRAIN_WATCH_SECONDS = env_int("CHAT_DRAIN_WATCH_SECONDS", 5)
+# After a swap the old colour moves its production-listener sockets off over this
+# window (its target group's live tag turned false); test-listener ones stay.
+CHAT_DEMOTED_DRAIN_SECONDS = env_int("CHAT_DEMOTED_DRAIN_SECONDS", 300)
+CHAT_TEST_LISTENER_PORT = env_int("CHAT_TEST_LISTENER_PORT", 8080)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)

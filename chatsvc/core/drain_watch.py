@@ -9,6 +9,13 @@ seconds); once it has seen the target registered and then sees it draining
 or gone, it closes its sockets with 1012 spread over CHAT_DRAIN_SECONDS,
 well inside the deregistration delay. SIGTERM later finishes the job.
 
+It also watches its target group's `live` tag. After a swap the old colour
+keeps running (it is the test colour now, and the instant rollback), and its
+sockets that came in through the production listener stay with it until they
+close; the next release would then cut them all at once. So when the tag turns
+from "true" to "false", the process moves those sockets (not the test
+listener's) off gradually: 1012 spread over CHAT_DEMOTED_DRAIN_SECONDS.
+
 Enabled by CHAT_TARGET_GROUP_ARN (set per colour by web-service.yaml). The
 target is this task's IP (from the ECS task metadata endpoint) and port, or
 CHAT_TARGET_ADDRESS (`ip:port`) where there is no metadata endpoint.
@@ -61,18 +68,28 @@ class DrainWatch:
         target_group_arn: str,
         address: str,
         on_leaving: Callable[[], Awaitable[None]],
+        on_demoted: Callable[[], Awaitable[None]] | None = None,
         interval: float = 5.0,
+        tag_every: int = 6,
     ):
         ip, port = address.rsplit(":", 1)
         self.client = client
         self.target_group_arn = target_group_arn
         self.target = {"Id": ip, "Port": int(port)}
         self.on_leaving = on_leaving
+        self.on_demoted = on_demoted
         self.interval = interval
+        self.tag_every = tag_every  # the live tag changes once per release: look less often
+        self.was_live = False
+        self.demoted_drain: asyncio.Task | None = None
 
     async def run(self) -> None:
         seen_registered = False
+        polls = 0
         while True:
+            if self.on_demoted is not None and polls % self.tag_every == 0:
+                await self._check_demoted()
+            polls += 1
             health = await asyncio.to_thread(self._health)
             if health is not None:
                 if is_leaving(health, seen_registered=seen_registered):
@@ -84,6 +101,31 @@ class DrainWatch:
                     return
                 seen_registered = seen_registered or is_registered(health)
             await asyncio.sleep(self.interval)
+
+    async def _check_demoted(self) -> None:
+        live = await asyncio.to_thread(self._live_tag)
+        if live == "true":
+            self.was_live = True
+        elif live == "false" and self.was_live:
+            self.was_live = False
+            logger.info("this colour is no longer live; moving production sockets off")
+            # Its own task (kept: the loop holds tasks only weakly); the watch goes
+            # on, since the target may leave meanwhile.
+            self.demoted_drain = asyncio.get_running_loop().create_task(
+                self.on_demoted(), name="demoted-drain"
+            )
+
+    def _live_tag(self) -> str | None:
+        try:
+            response = self.client.describe_tags(ResourceArns=[self.target_group_arn])
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("target group tags unknown", extra={"error": str(exc)})
+            return None
+        for description in response.get("TagDescriptions", []):
+            for tag in description.get("Tags", []):
+                if tag.get("Key") == "live":
+                    return tag.get("Value")
+        return None
 
     def _health(self) -> dict | None:
         try:

@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 from channels.consumer import get_handler_name
@@ -58,14 +59,20 @@ _sweeps = PerLoop(
 )
 
 
-async def close_all_sockets(code: int = CLOSE_RESTART, *, spread_seconds: float = 0) -> None:
-    """Graceful shutdown: close every socket of this process, then let sends finish.
+async def close_all_sockets(
+    code: int = CLOSE_RESTART,
+    *,
+    spread_seconds: float = 0,
+    which: Callable[["ChatConsumer"], bool] | None = None,
+) -> None:
+    """Graceful shutdown: close every socket of this process (or those `which`
+    picks), then let sends finish.
 
     Each socket closes at a random moment within `spread_seconds`, so its
     clients reconnect elsewhere spread out, not all in the same second; until
     then it keeps chatting.
     """
-    consumers = [consumer for consumer in _live if not consumer.closed]
+    consumers = [c for c in _live if not c.closed and (which is None or which(c))]
 
     async def close_later(consumer):
         await asyncio.sleep(random.uniform(0, spread_seconds))  # noqa: S311
@@ -74,6 +81,22 @@ async def close_all_sockets(code: int = CLOSE_RESTART, *, spread_seconds: float 
     await asyncio.gather(*(close_later(consumer) for consumer in consumers))
     pending = [task for consumer in consumers for task in consumer.pending]
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+def forwarded_port(scope) -> int | None:
+    """The load balancer listener's port this socket came through (X-Forwarded-Port)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-port":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def came_through_production(consumer: "ChatConsumer") -> bool:
+    """Not through the test listener (a socket without the header counts as production)."""
+    return consumer.listener_port != settings.CHAT_TEST_LISTENER_PORT
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -94,6 +117,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         _live.add(self)
         self.socket_id = uuid.uuid4().hex
+        self.listener_port = forwarded_port(self.scope)
         self.address = (self.scope.get("client") or ("?", 0))[0]
         self.rooms: set[str] = set()
         self.closed = False

@@ -85,3 +85,66 @@ async def test_deregistration_starts_a_spread_1012_drain_before_sigterm(start_se
     assert moments[-1] - moments[0] > 1.0  # spread over the drain window, not all at once
     assert moments[-1] < 1 + 3 + 2  # one watch interval + the window + slack
     assert server.process.poll() is None  # still serving until SIGTERM
+
+
+async def test_after_a_swap_the_old_colour_moves_production_sockets_off_gradually(
+    start_server, target_group
+):
+    """Its target group's live tag turns false: the sockets that came through the
+    production listener get 1012 spread over the window; the test listener's stay."""
+    elb, arn = target_group
+    await asyncio.to_thread(
+        elb.add_tags, ResourceArns=[arn], Tags=[{"Key": "live", "Value": "true"}]
+    )
+    server = start_server(
+        CHAT_TARGET_GROUP_ARN=arn,
+        CHAT_TARGET_ADDRESS=f"{TARGET['Id']}:{TARGET['Port']}",
+        CHAT_DRAIN_WATCH_SECONDS="1",
+        CHAT_DEMOTED_DRAIN_SECONDS="3",
+    )
+    issued = await asyncio.to_thread(factories.tenant_with_key, "swap", max_sockets_per_user=50)
+    room = (await asyncio.to_thread(factories.room_for, issued)).connection_id
+    token = await asyncio.to_thread(factories.token_for, issued)
+
+    async def joined_through(port: int):
+        socket = await websockets.connect(
+            server.ws_url, additional_headers={"X-Forwarded-Port": str(port)}
+        )
+        await socket.send(json.dumps({"type": "auth", "token": token}))
+        await socket.send(json.dumps({"type": "join", "connection_id": room}))
+        return socket
+
+    production = [await joined_through(80) for _ in range(8)]
+    testers = [await joined_through(8080) for _ in range(2)]
+    await asyncio.sleep(7)  # the watch reads the tag every 6 polls: it has seen "true"
+    assert all(s.close_code is None for s in production + testers)
+
+    demoted = time.monotonic()
+    await asyncio.to_thread(
+        elb.add_tags, ResourceArns=[arn], Tags=[{"Key": "live", "Value": "false"}]
+    )
+
+    async def closed_at(socket):
+        async with asyncio.timeout(15):
+            try:
+                async for _ in socket:
+                    pass
+            except websockets.ConnectionClosed:
+                pass
+        return time.monotonic() - demoted, socket.close_code
+
+    closes = await asyncio.gather(*(closed_at(socket) for socket in production))
+    assert {code for _, code in closes} == {1012}
+    moments = sorted(moment for moment, _ in closes)
+    assert moments[-1] - moments[0] > 1.0  # spread, not all at once
+    assert moments[-1] < 6 + 3 + 2  # one tag read interval + the window + slack
+    for socket in testers:  # the approvers on :8080 keep theirs
+
+        async def pong(socket=socket):
+            while json.loads(await socket.recv())["type"] != "pong":
+                pass  # joined, presence: what they were sent meanwhile
+
+        await socket.send(json.dumps({"type": "ping"}))
+        await asyncio.wait_for(pong(), 5)
+        assert socket.close_code is None
+    assert server.process.poll() is None

@@ -107,7 +107,7 @@ async def watch_target(port: int) -> None:
     """Drain the sockets once the load balancer deregisters this task (drain_watch.py)."""
     from chatsvc.aws import clients
     from chatsvc.core.drain_watch import DrainWatch, task_address
-    from chatsvc.realtime.consumer import CLOSE_RESTART, close_all_sockets
+    from chatsvc.realtime.consumer import CLOSE_RESTART, came_through_production, close_all_sockets
 
     address = settings.CHAT_TARGET_ADDRESS or await asyncio.to_thread(task_address, port)
     if address is None:
@@ -120,6 +120,11 @@ async def watch_target(port: int) -> None:
         interval=settings.CHAT_DRAIN_WATCH_SECONDS,
         on_leaving=lambda: close_all_sockets(
             CLOSE_RESTART, spread_seconds=settings.CHAT_DRAIN_SECONDS
+        ),
+        on_demoted=lambda: close_all_sockets(
+            CLOSE_RESTART,
+            spread_seconds=settings.CHAT_DEMOTED_DRAIN_SECONDS,
+            which=came_through_production,
         ),
     )
     try:
