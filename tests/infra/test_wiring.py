@@ -723,3 +723,214 @@ def test_discover_checks_the_swap_lambda_and_may_invoke_only_it():
     assert [s["Resource"] for s in invoke] == [{"Ref": "SwapFunctionArn"}]
     buildspec = (TEMPLATES.parent / "pipeline" / "buildspec-discover.yml").read_text()
     assert '--swap-function "$SWAP_FUNCTION_NAME"' in buildspec
+
+
+# --------------------------------------------------------------------------- promotion
+
+NO_VALUE = object()
+STAGING_URI = "222222222222.dkr.ecr.eu-west-1.amazonaws.com/chatsvc-staging"
+STAGING_KEY = "arn:aws:kms:eu-west-1:222222222222:key/0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+PROMOTION_READ = {
+    "ecr:DescribeImages",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
+}
+
+
+def evaluate(node, template: dict, params: dict):
+    """Like resolve(), for policies: also Fn::Split, Fn::Join, Fn::And, AWS::NoValue
+    (dropped from lists and mappings); Ref to a resource and Fn::GetAtt stay as they are."""
+    params = {"AWS::Partition": "aws", "AWS::Region": "eu-central-1", **params}
+    if isinstance(node, list):
+        items = [evaluate(item, template, params) for item in node]
+        return [item for item in items if item is not NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if len(node) != 1 or not next(iter(node)).startswith(("Fn::", "Ref")):
+        items = {k: evaluate(v, template, params) for k, v in node.items()}
+        return {k: v for k, v in items.items() if v is not NO_VALUE}
+    ((function, arg),) = node.items()
+    if function == "Ref":
+        if arg in template["Resources"]:
+            return node
+        return NO_VALUE if arg == "AWS::NoValue" else params[arg]
+    if function == "Fn::GetAtt":
+        return node
+    if function == "Fn::Sub":
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        values = {**params, **{k: evaluate(v, template, params) for k, v in variables.items()}}
+        return re.sub(r"\$\{([\w:]+)\}", lambda m: str(values[m.group(1)]), text)
+    if function == "Fn::Select":
+        index, items = evaluate(arg, template, params)
+        return items[int(index)]
+    if function == "Fn::Split":
+        separator, text = evaluate(arg, template, params)
+        return text.split(separator)
+    if function == "Fn::Join":
+        separator, items = evaluate(arg, template, params)
+        return separator.join(items)
+    if function == "Fn::If":
+        condition, yes, no = arg
+        chosen = yes if promotion_condition(condition, template, params) else no
+        return evaluate(chosen, template, params)
+    raise AssertionError(f"cannot evaluate {function}")
+
+
+def promotion_condition(name: str, template: dict, params: dict) -> bool:
+    def holds(node):
+        ((function, arg),) = node.items()
+        if function == "Fn::Not":
+            return not holds(arg[0])
+        if function == "Fn::And":
+            return all(holds(a) for a in arg)
+        if function == "Fn::Equals":
+            left, right = (evaluate(a, template, params) for a in arg)
+            return left == right
+        if function in ("Condition", "Fn::Condition"):  # {"Condition": ...} or !Condition
+            return holds(template["Conditions"][arg])
+        raise AssertionError(f"cannot evaluate {function}")
+
+    return holds(template["Conditions"][name])
+
+
+def build_role_statements(**given) -> list[dict]:
+    template = load("pipeline.yaml")
+    params = {k: v.get("Default", f"<{k}>") for k, v in template["Parameters"].items()}
+    params.update(given)
+    role = evaluate(template["Resources"]["BuildRole"]["Properties"], template, params)
+    return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def grants(statements: list[dict], action: str) -> list[dict]:
+    return [s for s in statements if action in actions_of(s)]
+
+
+def test_build_role_reads_the_source_repository_only_when_promoting():
+    built_here = build_role_statements()
+    assert not any(s.get("Sid", "").startswith("PromoteFrom") for s in built_here)
+    # its own repository and key only
+    assert [s["Resource"] for s in grants(built_here, "ecr:BatchGetImage")] == ["<RepositoryArn>"]
+    assert [s["Resource"] for s in grants(built_here, "kms:Decrypt")] == ["<KmsKeyArn>"]
+
+    for uri, arn in (
+        (STAGING_URI, "arn:aws:ecr:eu-west-1:222222222222:repository/chatsvc-staging"),
+        (
+            "333333333333.dkr.ecr.us-east-2.amazonaws.com/team/chat.svc",
+            "arn:aws:ecr:us-east-2:333333333333:repository/team/chat.svc",
+        ),
+    ):
+        promoting = build_role_statements(
+            PromoteFromRepositoryUri=uri, PromoteFromKmsKeyArn=STAGING_KEY
+        )
+        (source,) = [s for s in promoting if s.get("Sid") == "PromoteFromRepository"]
+        assert source["Effect"] == "Allow" and source["Resource"] == arn
+        assert set(source["Action"]) == PROMOTION_READ  # read only: no push, no delete
+        (key,) = [s for s in promoting if s.get("Sid") == "PromoteFromRepositoryKey"]
+        assert key["Action"] == "kms:Decrypt" and key["Resource"] == STAGING_KEY
+        region = arn.split(":")[3]
+        assert key["Condition"] == {
+            "StringEquals": {"kms:ViaService": f"ecr.{region}.amazonaws.com"}
+        }
+        # Everything else is what a build from source gets.
+        assert [
+            s for s in promoting if not s.get("Sid", "").startswith("PromoteFrom")
+        ] == built_here
+
+    # A source repository without a key of its own (AES256): no kms grant.
+    no_key = build_role_statements(PromoteFromRepositoryUri=STAGING_URI)
+    assert [s.get("Sid") for s in no_key if s.get("Sid")] == ["PromoteFromRepository"]
+
+
+def test_build_project_is_told_where_to_promote_from():
+    pipeline = load("pipeline.yaml")
+    project = pipeline["Resources"]["BuildProject"]["Properties"]
+    variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert variables["PROMOTE_FROM_REPOSITORY_URI"] == {"Ref": "PromoteFromRepositoryUri"}
+    for name in ("PromoteFromRepositoryUri", "PromoteFromKmsKeyArn"):
+        assert pipeline["Parameters"][name]["Default"] == ""
+    buildspec = (ROOT / "pipeline" / "buildspec-build.yml").read_text()
+    assert 'PROMOTE_FROM_REPOSITORY_URI="${PROMOTE_FROM_REPOSITORY_URI:-}"' in buildspec
+
+
+def test_root_wires_promotion_and_checks_its_parameters():
+    root = load("root.yaml")
+    children = nested_stacks(root)
+    pipeline = children["Pipeline"][1]
+    for name in ("PromoteFromRepositoryUri", "PromoteFromKmsKeyArn"):
+        assert pipeline[name] == {"Ref": name}
+        assert root["Parameters"][name]["Default"] == ""
+    # The source (staging) side: both its repository and its key know who pulls.
+    for stack in ("Repository", "Kms"):
+        assert children[stack][1]["PullAccountIds"] == {"Ref": "PullAccountIds"}
+    assert root["Parameters"]["PullAccountIds"]["Default"] == ""
+
+    def allowed(name: str, value: str) -> bool:
+        return re.fullmatch(root["Parameters"][name]["AllowedPattern"], value) is not None
+
+    assert allowed("PromoteFromRepositoryUri", "") and allowed(
+        "PromoteFromRepositoryUri", STAGING_URI
+    )
+    for bad in (
+        "chatsvc-staging",
+        "public.ecr.aws/x/y",
+        "https://" + STAGING_URI,
+        STAGING_URI + ":tag",
+    ):
+        assert not allowed("PromoteFromRepositoryUri", bad), bad
+    assert allowed("PromoteFromKmsKeyArn", STAGING_KEY) and allowed("PromoteFromKmsKeyArn", "")
+    assert not allowed(
+        "PromoteFromKmsKeyArn", "arn:aws:kms:eu-west-1:222222222222:alias/chatsvc-staging"
+    )
+    for good in ("", "111111111111", "111111111111,333333333333"):
+        assert allowed("PullAccountIds", good), good
+    for bad in ("1111", "111111111111, 333333333333", "arn:aws:iam::111111111111:root"):
+        assert not allowed("PullAccountIds", bad), bad
+    # Promoting from an (always KMS-encrypted) repository needs its key.
+    (rule,) = root["Rules"].values()
+    assert rule["RuleCondition"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PromoteFromRepositoryUri"}, ""]}]
+    }
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PromoteFromKmsKeyArn"}, ""]}]
+    }
+
+
+def rendered(template_name: str, pull_account_ids: str) -> tuple[dict, dict]:
+    """(the template, its resources) with PullAccountIds split as CloudFormation
+    splits a CommaDelimitedList (empty: [""])."""
+    template = load(template_name)
+    params = {k: v.get("Default", f"<{k}>") for k, v in template["Parameters"].items()}
+    params["PullAccountIds"] = pull_account_ids.split(",")
+    params["AWS::AccountId"] = "222222222222"
+    params["AWS::Region"] = "eu-west-1"
+    return template, evaluate(template["Resources"], template, params)
+
+
+def test_source_repository_lets_only_the_listed_accounts_pull():
+    _, resources = rendered("ecr.yaml", "")
+    assert "RepositoryPolicyText" not in resources["Repository"]["Properties"]
+    _, resources = rendered("ecr.yaml", "111111111111,333333333333")
+    policy = resources["Repository"]["Properties"]["RepositoryPolicyText"]
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"AWS": ["111111111111", "333333333333"]}
+    assert set(statement["Action"]) == PROMOTION_READ  # pull, never push or delete
+
+
+def test_source_key_lets_the_listed_accounts_decrypt_through_ecr_only():
+    _, resources = rendered("kms.yaml", "")
+    base = resources["Key"]["Properties"]["KeyPolicy"]["Statement"]
+    assert not any(s.get("Sid") == "PromotingAccountsPullThroughEcr" for s in base)
+    _, resources = rendered("kms.yaml", "111111111111")
+    statements = resources["Key"]["Properties"]["KeyPolicy"]["Statement"]
+    (pull,) = [s for s in statements if s.get("Sid") == "PromotingAccountsPullThroughEcr"]
+    assert statements == [*base, pull]
+    assert pull["Effect"] == "Allow" and pull["Principal"] == {"AWS": ["111111111111"]}
+    assert pull["Action"] == "kms:Decrypt"
+    assert pull["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": "ecr.eu-west-1.amazonaws.com",
+            "kms:CallerAccount": ["111111111111"],
+        }
+    }

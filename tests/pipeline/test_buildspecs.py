@@ -75,7 +75,7 @@ def test_build_buildspec():
     cmds = commands(spec)
     login = cmds[index_of(cmds, "get-login-password")]
     assert "docker login --username AWS --password-stdin" in login
-    build = next(line for c in cmds for line in c.splitlines() if "docker build" in line).strip()
+    build = next(line for c in cmds for line in c.splitlines() if "docker build " in line).strip()
     # The commit (the secondary source) is the build context and nothing else.
     assert '--file "$APP_SRC/docker/Dockerfile"' in build and build.endswith(' "$APP_SRC"')
     assert 'export APP_SRC="${CODEBUILD_SRC_DIR_SourceCode:-}"' in cmds
@@ -325,6 +325,28 @@ ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest), imageTag=
 ecr.start_image_scan(repositoryName=repo, imageId={"imageTag": tag})  # scan on push
 PY
   ;;
+  buildx) # imagetools create --tag DEST SOURCE@DIGEST: copy the manifest, keep the digest
+    [ "$2 $3 $4 $#" = "imagetools create --tag 6" ] || { echo "unexpected docker $*" >&2; exit 1; }
+    for registry in "${5%%/*}" "${6%%/*}"; do  # logged in to both registries
+      grep -qx "docker login --username AWS --password-stdin $registry" "$STUB_LOG" \
+        || { echo "not logged in to $registry" >&2; exit 1; }
+    done
+    python3 - "$5" "$6" <<'PY'
+import sys, boto3
+dest, source = sys.argv[1:]
+source_uri, digest = source.split("@")
+host, repo = source_uri.split("/", 1)
+account, region = host.split(".")[0], host.split(".")[3]
+(image,) = boto3.client("ecr", region_name=region).batch_get_image(
+    registryId=account, repositoryName=repo, imageIds=[{"imageDigest": digest}])["images"]
+dest_uri, tag = dest.rsplit(":", 1)
+dest_host, dest_repo = dest_uri.split("/", 1)
+ecr = boto3.client("ecr", region_name=dest_host.split(".")[3])
+ecr.put_image(repositoryName=dest_repo, imageManifest=image["imageManifest"], imageTag=tag,
+              imageDigest=digest)
+ecr.start_image_scan(repositoryName=dest_repo, imageId={"imageTag": tag})  # scan on push
+PY
+  ;;
   *) echo "unexpected docker $*" >&2; exit 1 ;;
 esac
 """
@@ -429,7 +451,14 @@ def test_build_buildspec_runs_and_names_the_image(sandbox, moto_endpoint):
     assert "PASSED" in result.stdout
     image = json.loads((src / "image.json").read_text())
     uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repo}"
-    assert image == {"repository": repo, "tag": COMMIT[:12], "uri": f"{uri}:{COMMIT[:12]}"}
+    (pushed,) = boto3.client("ecr", region_name=REGION, endpoint_url=moto_endpoint).describe_images(
+        repositoryName=repo
+    )["imageDetails"]
+    assert image == {
+        "repository": repo, "tag": COMMIT[:12], "uri": f"{uri}:{COMMIT[:12]}",
+        "digest": pushed["imageDigest"], "promoted_from": None,
+    }  # fmt: skip
+    assert "mode: build from source" in result.stdout
     log = Path(env["STUB_LOG"]).read_text().splitlines()
     registry = f"123456789012.dkr.ecr.{REGION}.amazonaws.com"
     assert set(log[:2]) == {  # the two ends of one pipe: either may log first
@@ -591,3 +620,201 @@ def test_discover_buildspec_runs_on_a_first_deployment(sandbox, tmp_path):
 def test_buildspec_text_has_no_tabs():
     for path in PIPELINE.glob("buildspec-*.yml"):
         assert "\t" not in path.read_text(), path
+
+
+# --------------------------------------------------------------------------- promotion
+# The source environment (staging) is another account in another region: moto
+# keeps a repository created with registryId=SOURCE_ACCOUNT apart (describe-images
+# without that registry id does not find it), so the build must pass the account
+# and region it reads from the URI.
+
+SOURCE_ACCOUNT, SOURCE_REGION = "222222222222", "eu-west-1"
+TAG = COMMIT[:12]
+
+
+def manifest(layer: str) -> str:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": "sha256:" + "a" * 64, "size": 1, "mediaType": "x"},
+            "layers": [{"digest": "sha256:" + layer * 64, "size": 1, "mediaType": "x"}],
+        }
+    )
+
+
+def source_repository(endpoint: str, *, promoted: bool, layer: str = "1") -> tuple[str, str]:
+    """Staging's repository with the commit's image (tagged promoted-<tag> by its
+    swap, as swap_lambda.mark_promoted does, if promoted): (its URI, the digest)."""
+    ecr = boto3.client("ecr", region_name=SOURCE_REGION, endpoint_url=endpoint)
+    name = f"chatsvc-staging-{uuid.uuid4().hex[:8]}"
+    uri = ecr.create_repository(repositoryName=name, registryId=SOURCE_ACCOUNT)["repository"][
+        "repositoryUri"
+    ]
+    assert uri == f"{SOURCE_ACCOUNT}.dkr.ecr.{SOURCE_REGION}.amazonaws.com/{name}"
+    image = ecr.put_image(
+        repositoryName=name, registryId=SOURCE_ACCOUNT, imageManifest=manifest(layer), imageTag=TAG
+    )["image"]
+    if promoted:
+        ecr.put_image(
+            repositoryName=name, registryId=SOURCE_ACCOUNT, imageManifest=manifest(layer),
+            imageTag=f"promoted-{TAG}",
+        )  # fmt: skip
+    return uri, image["imageId"]["imageDigest"]
+
+
+def images_in(endpoint: str, repo: str) -> list[dict]:
+    ecr = boto3.client("ecr", region_name=REGION, endpoint_url=endpoint)
+    return ecr.describe_images(repositoryName=repo)["imageDetails"]
+
+
+def test_build_buildspec_promotes_by_digest():
+    cmds = commands(load("buildspec-build.yml"))
+    text = "\n".join(cmds)
+    copy = next(line for c in cmds for line in c.splitlines() if "imagetools create" in line)
+    assert (
+        'docker buildx imagetools create --tag "$ECR_REPOSITORY_URI:$TAG" '
+        '"$PROMOTE_FROM_REPOSITORY_URI@$SOURCE_DIGEST"'
+    ) in copy
+    assert 'registryId=os.environ["SOURCE_REGISTRY_ID"]' in text
+    assert 'region_name=os.environ["SOURCE_REGION"]' in text
+    assert 'promoted = f"promoted-{tag}"' in text
+    # look up and require the source, then the tag-exists check, then the copy, the
+    # digest check, the gate, the artifact
+    lookup = index_of(cmds, "PROMOTION REFUSED: {ref} does not exist")
+    assert lookup < index_of(cmds, "imagetools create") < index_of(cmds, "promotion: verified")
+    assert index_of(cmds, "promotion: verified") < index_of(cmds, "pipeline.scan_gate")
+    login = cmds[index_of(cmds, 'get-login-password --region "$SOURCE_REGION"')]
+    assert 'docker login --username AWS --password-stdin "$SOURCE_REGISTRY"' in login
+
+
+@pytest.mark.integration
+def test_promotion_copies_a_release_that_went_live_in_staging_by_digest(sandbox, moto_endpoint):
+    src, env = sandbox
+    source_uri, digest = source_repository(moto_endpoint, promoted=True)
+    repo = new_repository(moto_endpoint)
+    set_scan_result(moto_endpoint, repo, [], {})
+    env = {**build_env(env, repo), "PROMOTE_FROM_REPOSITORY_URI": source_uri}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repo}"
+    log = Path(env["STUB_LOG"]).read_text().splitlines()
+    assert f"aws ecr get-login-password --region {SOURCE_REGION}" in log
+    assert f"docker login --username AWS --password-stdin {source_uri.split('/')[0]}" in log
+    assert f"docker buildx imagetools create --tag {uri}:{TAG} {source_uri}@{digest}" in log
+    assert not any(line.startswith(("docker build ", "docker push")) for line in log)
+    # The copy is in this repository, under the tag, with the source's digest.
+    (copied,) = images_in(moto_endpoint, repo)
+    assert copied["imageTags"] == [TAG] and copied["imageDigest"] == digest
+    for step in (
+        f"promotion: {source_uri}:{TAG} carries promoted-{TAG}",
+        f"promotion: copying {source_uri}@{digest} to {uri}:{TAG} by digest (no build)",
+        f"promotion: verified: {uri}:{TAG} is {digest}",
+        "PASSED",  # production's own gate ran
+    ):
+        assert step in result.stdout, step
+    image = json.loads((src / "image.json").read_text())
+    assert image == {
+        "repository": repo, "tag": TAG, "uri": f"{uri}:{TAG}", "digest": digest,
+        "promoted_from": f"{source_uri}@{digest}",
+    }  # fmt: skip
+
+    # A retry finds the copy: no second copy, still verified and gated.
+    (src / "image.json").unlink()
+    Path(env["STUB_LOG"]).unlink()
+    again = codebuild("buildspec-build.yml", src, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"is in ECR already (immutable tag) with the source's digest {digest}" in again.stdout
+    assert "imagetools" not in Path(env["STUB_LOG"]).read_text()
+    assert "promotion: verified" in again.stdout and "PASSED" in again.stdout
+    assert json.loads((src / "image.json").read_text())["digest"] == digest
+
+
+@pytest.mark.integration
+def test_promotion_gates_the_copy_with_this_environments_gate(sandbox, moto_endpoint):
+    src, env = sandbox
+    source_uri, _ = source_repository(moto_endpoint, promoted=True)
+    repo = new_repository(moto_endpoint)
+    finding = {"name": "CVE-2024-9999", "severity": "CRITICAL", "attributes": []}
+    set_scan_result(moto_endpoint, repo, [finding], {"CRITICAL": 1})
+    env = {**build_env(env, repo), "PROMOTE_FROM_REPOSITORY_URI": source_uri}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "promotion: verified" in result.stdout and "CVE-2024-9999" in result.stdout
+    assert not (src / "image.json").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("state", ["not-promoted", "absent"])
+def test_promotion_refuses_what_never_went_live_in_staging(sandbox, moto_endpoint, state):
+    src, env = sandbox
+    source_uri, digest = source_repository(moto_endpoint, promoted=False)
+    if state == "absent":  # another commit was built there, not this one
+        env = {**env, "SOURCE_COMMIT": "fedcba9876543210fedcba9876543210fedcba98"}
+    repo = new_repository(moto_endpoint)
+    env = {**build_env(env, repo), "PROMOTE_FROM_REPOSITORY_URI": source_uri}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    tag = env["SOURCE_COMMIT"][:12]
+    if state == "not-promoted":
+        assert (
+            f"PROMOTION REFUSED: {source_uri}:{tag} ({digest}) does not carry promoted-{tag}: "
+            "it never went live in the source environment"
+        ) in result.stdout
+    else:
+        assert f"PROMOTION REFUSED: {source_uri}:{tag} does not exist" in result.stdout
+    assert images_in(moto_endpoint, repo) == []  # nothing pushed
+    log = Path(env["STUB_LOG"]).read_text()
+    assert "imagetools" not in log and "docker build" not in log and "docker push" not in log
+    assert not (src / "image.json").exists()
+
+
+@pytest.mark.integration
+def test_promotion_refuses_a_tag_that_is_here_with_another_digest(sandbox, moto_endpoint):
+    src, env = sandbox
+    source_uri, digest = source_repository(moto_endpoint, promoted=True)
+    repo = new_repository(moto_endpoint)
+    ecr = boto3.client("ecr", region_name=REGION, endpoint_url=moto_endpoint)
+    other = ecr.put_image(repositoryName=repo, imageManifest=manifest("2"), imageTag=TAG)["image"]
+    other = other["imageId"]["imageDigest"]
+    assert other != digest
+    env = {**build_env(env, repo), "PROMOTE_FROM_REPOSITORY_URI": source_uri}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repo}"
+    assert (
+        f"PROMOTION REFUSED: {uri}:{TAG} is in this repository already as {other}, "
+        f"but the source's {source_uri}:{TAG} is {digest}. Tags are immutable"
+    ) in result.stdout
+    assert "imagetools" not in Path(env["STUB_LOG"]).read_text()
+    assert [i["imageDigest"] for i in images_in(moto_endpoint, repo)] == [other]
+    assert not (src / "image.json").exists()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["chatsvc-staging", "222222222222.dkr.ecr.eu-west-1.amazonaws.com",
+     "public.ecr.aws/chatsvc/staging", "2222.dkr.ecr.eu-west-1.amazonaws.com/chatsvc-staging"],
+)  # fmt: skip
+def test_promotion_needs_an_ecr_repository_uri(sandbox, uri):
+    src, env = sandbox
+    env = {**build_env(env, "chatsvc-unused"), "PROMOTE_FROM_REPOSITORY_URI": uri}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 1
+    assert f"PROMOTE_FROM_REPOSITORY_URI={uri} is not an ECR repository URI" in result.stdout
+    assert "imagetools" not in Path(env["STUB_LOG"]).read_text()
+
+
+@pytest.mark.integration
+def test_promotion_says_so_when_it_cannot_read_the_source(sandbox, moto_endpoint):
+    """A wrong URI or a missing grant (PullAccountIds): a failure that names the fix."""
+    src, env = sandbox
+    repo = new_repository(moto_endpoint)
+    missing = f"{SOURCE_ACCOUNT}.dkr.ecr.{SOURCE_REGION}.amazonaws.com/chatsvc-nowhere"
+    env = {**build_env(env, repo), "PROMOTE_FROM_REPOSITORY_URI": missing}
+    result = codebuild("buildspec-build.yml", src, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"PROMOTION FAILED: cannot read {missing}:{TAG}" in result.stdout
+    assert "RepositoryNotFoundException" in result.stdout and "PullAccountIds" in result.stdout
+    assert images_in(moto_endpoint, repo) == []
