@@ -46,7 +46,12 @@ def test_runtime_stage_has_no_compilers_runs_non_root_and_has_a_healthcheck():
     build, runtime = (body for _, body in stages())
     assert "pip install --no-cache-dir --require-hashes -r requirements/base.lock" in build
     assert "collectstatic --noinput" in build
-    assert not re.search(r"apt-get|gcc|build-essential|pip install", runtime)
+    assert not re.search(r"apt-get install|gcc|build-essential|pip install", runtime)
+    # OS security fixes: upgraded in the runtime stage, the package lists removed after.
+    upgrade = re.search(r"^RUN apt-get update \\\n(.*?)(?=^\S)", runtime, re.M | re.S)
+    assert upgrade, "the runtime stage upgrades its OS packages"
+    assert "apt-get upgrade -y" in upgrade.group(1)
+    assert "rm -rf /var/lib/apt/lists/*" in upgrade.group(1)
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
     users = re.findall(r"^USER\s+(\S+)", runtime, flags=re.MULTILINE)
     assert users and not users[-1].startswith(("root", "0:", "0")), users
