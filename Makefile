@@ -3,11 +3,22 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
+# `make run PORT=8100` when 8000 is taken (run_local stops at once if it is).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test lint format bench drills lock infra-tools clean
 
-$(VENV)/.installed: requirements/base.txt requirements/dev.txt
+# `make run` installs only what local mode needs: the runtime (base.txt) and
+# the embedded AWS emulator (local.txt). The test tools (dev.txt: playwright,
+# pytest, ruff ...) and the infra linters (.venv-infra) come with `make test`.
+# (The venv's own pip is recent enough for these wheels; `make test` upgrades it.)
+$(VENV)/.runtime: requirements/base.txt requirements/local.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements/local.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements/dev.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	touch $@
@@ -22,8 +33,8 @@ $(INFRA_VENV)/.installed: requirements/infra.txt
 
 infra-tools: $(INFRA_VENV)/.installed
 
-run: $(VENV)/.installed
-	DEBUG=true $(PY) manage.py run_local
+run: $(VENV)/.runtime
+	DEBUG=true $(PY) manage.py run_local --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,7 @@ import logging
 import signal
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 logger = logging.getLogger("chatsvc.serve")
 FLUSH_MARGIN_SECONDS = 3
@@ -28,8 +28,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - in a container
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--fd",
+            type=int,
+            default=None,
+            help="serve on this inherited, already listening socket instead (run_local binds "
+            "first); --host and --port then only name it in logs",
+        )
 
-    def handle(self, *args, host, port, **options):
+    def handle(self, *args, host, port, fd, **options):
         # Importing daphne.server installs Twisted's asyncio reactor on a new loop;
         # with uvloop's policy that loop is uvloop's (C event loop, cheaper I/O).
         if settings.CHAT_UVLOOP:
@@ -45,14 +52,26 @@ class Command(BaseCommand):
         websocket_protocol.install()
         http_guard.install(settings.CHAT_HEADER_TIMEOUT_SECONDS)
 
+        listen_failures = []
+
         class DrainingServer(Server):
             def listen_success(self, listening_port):
                 self.ports = [*getattr(self, "ports", []), listening_port]
                 super().listen_success(listening_port)
 
+            def listen_error(self, failure):
+                # Daphne logs the failure and returns normally; a server that
+                # could not listen must not exit 0 (its caller would think it ran).
+                listen_failures.append(failure.getErrorMessage())
+                super().listen_error(failure)
+
+        if fd is None:
+            endpoint = f"tcp:port={port}:interface={host}"
+        else:
+            endpoint = f"fd:fileno={fd}"  # daphne's fd endpoint: an IPv4 socket
         server = DrainingServer(
             application=application,
-            endpoints=[f"tcp:port={port}:interface={host}"],
+            endpoints=[endpoint],
             signal_handlers=False,
             proxy_forwarded_address_header="X-Forwarded-For",
             proxy_forwarded_port_header="X-Forwarded-Port",
@@ -83,6 +102,9 @@ class Command(BaseCommand):
         reactor.callWhenRunning(install_handlers)
         freeze_startup_heap()
         server.run()
+        if listen_failures:
+            hint = "" if fd is not None else " Another process may hold the port: use --port."
+            raise CommandError(f"{listen_failures[0]}{hint}")
 
 
 def freeze_startup_heap() -> None:
