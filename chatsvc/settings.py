@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "chatsvc.realtime",
     "chatsvc.api",
     "chatsvc.demo",
+    "lti_tool",  # django-lti: platform registrations, deployments, tool keys
+    "chatsvc.lti",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +175,10 @@ CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
 # Every web process re-checks its sockets' keys, tenants and rooms this often
 # (revocations that bypassed the model signals: QuerySet.update, raw SQL).
 CHAT_REVALIDATE_SECONDS = env_int("CHAT_REVALIDATE_SECONDS", 30)
+# `joined` lists at most this many of the room's members (first joined first),
+# plus `member_count`. Presence entries of a web process that died fade out
+# after 3 revalidation sweeps (chatsvc.realtime.presence).
+CHAT_PRESENCE_LIST_MAX = env_int("CHAT_PRESENCE_LIST_MAX", 100)
 # The replay window of each room (resume after reconnect, gap repair, history
 # not yet in DynamoDB): at least the last N messages or the last S seconds,
 # whichever is more, never more than the maximum.
@@ -190,6 +196,10 @@ CHAT_DRAIN_WATCH_SECONDS = env_int("CHAT_DRAIN_WATCH_SECONDS", 5)
 # After a swap the old colour moves its production-listener sockets off over this
 # window (its target group's live tag turned false); test-listener ones stay.
 CHAT_DEMOTED_DRAIN_SECONDS = env_int("CHAT_DEMOTED_DRAIN_SECONDS", 300)
+# Control frames (join, leave, history, ping, ...) per socket; send and typing use
+# the tenant's messages_per_second (chatsvc/realtime/ratelimit.py).
+CHAT_CONTROL_FRAMES_PER_SECOND = env_int("CHAT_CONTROL_FRAMES_PER_SECOND", 20)
+CHAT_CONTROL_BURST = env_int("CHAT_CONTROL_BURST", 50)
 CHAT_TEST_LISTENER_PORT = env_int("CHAT_TEST_LISTENER_PORT", 8080)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)

@@ -7,6 +7,7 @@ from chatsvc.api.views import api
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("lti/", include("chatsvc.lti.urls")),
 ]
 
 if settings.DEBUG:  # the demo page exists in local mode only

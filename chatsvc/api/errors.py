@@ -39,6 +39,20 @@ def _clean(detail: dict) -> dict:
     return {key: detail[key] for key in ("loc", "msg", "type") if key in detail}
 
 
+def public_loc(loc: tuple, model) -> tuple:
+    """A pydantic error location in one of ninja's parameter models, as the client
+    sees it: a flattened query schema's ("query", "limit") is ("limit",), also
+    for nested locations (("query", "metadata", 0) -> ("metadata", 0)); a body
+    schema's ("payload", "metadata") is ("metadata",)."""
+    reverse = model.__ninja_flatten_map_reverse__
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in reverse:
+            return reverse[loc[:length]] + loc[length:]
+    if model.__ninja_param_source__ == "body" and len(model.model_fields) == 1 and len(loc) > 1:
+        return loc[1:]  # the one body parameter (the view's `payload`) is the whole body
+    return loc
+
+
 def install(api) -> None:
     def respond(request, status, *args):
         return api.create_response(request, error_body(*args), status=status)

@@ -46,7 +46,10 @@ class ApiErrorShape:
         ):
             status = response.status_code
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-            return _error(status, CODES.get(status, "http_error"), phrase.lower() or "error")
+            error = _error(status, CODES.get(status, "http_error"), phrase.lower() or "error")
+            if "Allow" in response:  # a 405 says which methods the path has
+                error["Allow"] = response["Allow"]
+            return error
         return response
 
 

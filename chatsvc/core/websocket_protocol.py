@@ -1,9 +1,10 @@
-"""Two changes to daphne's WebSocket protocol, installed by `manage.py serve`.
+"""Three changes to daphne's WebSocket protocol, installed by `manage.py serve`.
 
 1. Close codes: Autobahn lets applications send only 1000 and 3000-4999, but
    RFC 6455 (7.4.1) has servers send 1009 (message too big) and 1012 (service
    restart, IANA registry) themselves; protocol v1 promises both.
-2. Fan-out: the RoomHub hands the same pre-encoded text object to every
+2. Close reasons: daphne drops the ASGI close message's `reason`; it is passed on.
+3. Fan-out: the RoomHub hands the same pre-encoded text object to every
    member socket. Server frames are unmasked, so the frame bytes are the same
    for every recipient: build them once and write them to each transport,
    instead of re-encoding and re-framing per socket in Autobahn (measured:
@@ -51,9 +52,22 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         # (1006 for the client, and no reason it can act on).
         self.failByDrop = False
 
-    def serverClose(self, code=None):
+    def handle_reply(self, message):
+        # daphne drops the ASGI close `reason`; protocol v1 promises it (it says
+        # which auth check failed, which limit was hit, ...).
+        if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
+            self.serverClose(code=message.get("code"), reason=message.get("reason"))
+        else:
+            super().handle_reply(message)
+
+    def serverClose(self, code=None, reason=None):
+        # A close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5: 125 with the code).
+        reason_utf8 = reason.encode()[:123] if reason else None
         if code in SERVER_CLOSE_CODES and self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, isReply=False)
+            self.sendCloseFrame(code=code, reasonUtf8=reason_utf8, isReply=False)
+        elif reason_utf8:
+            code = 1000 if code is None else code
+            self.sendClose(code=code, reason=reason_utf8.decode(errors="ignore"))
         else:
             super().serverClose(code=code)
 

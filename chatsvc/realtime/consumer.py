@@ -15,14 +15,25 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsvc.core.per_loop import PerLoop
+from chatsvc.core.ulid import is_ulid
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
-from chatsvc.realtime import connection_limits, events, revocation, tokens
+from chatsvc.realtime import connection_limits, events, presence, revocation, tokens
 from chatsvc.realtime.hub import hub
-from chatsvc.realtime.protocol import ClientFrame, FrameError, parse_frame, reference_of
-from chatsvc.realtime.ratelimit import Strikes, TokenBucket
-from chatsvc.rooms.selectors import room_of_tenant
+from chatsvc.realtime.protocol import (
+    MAX_CLIENT_ID,
+    MESSAGE_TYPES,
+    ClientFrame,
+    FrameError,
+    decode,
+    join_targets,
+    kind_of,
+    parse_data,
+    ref_of,
+)
+from chatsvc.realtime.ratelimit import Strikes, TokenBucket, control_rate, send_rate
+from chatsvc.rooms.selectors import is_removed, room_of_tenant
 from chatsvc.streams import REDIS_OUTAGES, StreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,14 @@ FLOOD_WINDOW_SECONDS = 10
 TYPING_INTERVAL_SECONDS = 2
 # A backend outage (Redis) costs the frame, with a code the client can retry on.
 OUTAGES = (StreamUnavailable, *REDIS_OUTAGES)
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is at most 125 bytes
+
+
+def close_reason(text: str | None) -> str | None:
+    """`text` cut to what a close frame can carry (123 bytes of UTF-8)."""
+    if not text:
+        return None
+    return text.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 @database_sync_to_async
@@ -47,7 +66,10 @@ def _authenticate(token):
 
 @database_sync_to_async
 def _joinable_room(user: tokens.ChatUser, connection_id: str):
-    return room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
+    room = room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
+    if room is not None and is_removed(connection_id=connection_id, user_id=user.id):
+        raise FrameError("removed", "you were removed from this room", connection_id)
+    return room
 
 
 _live: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
@@ -124,15 +146,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.pending: set[asyncio.Task] = set()
         self.last_typing: dict[str, float] = {}
         self.strikes = Strikes(limit=FLOOD_STRIKES, window_seconds=FLOOD_WINDOW_SECONDS)
-        self.bucket: TokenBucket | None = None
+        self.bucket: TokenBucket | None = None  # send, typing
+        self.control_bucket: TokenBucket | None = None  # every other frame
         loop = asyncio.get_running_loop()
-        self.deadline = loop.call_later(
-            settings.CHAT_AUTH_TIMEOUT_SECONDS, self._close_soon, CLOSE_NO_AUTH
-        )
+        self.deadline = loop.call_later(settings.CHAT_AUTH_TIMEOUT_SECONDS, self._auth_timed_out)
         await self.accept()
         waiting = connection_limits.unauthenticated
         if waiting[self.address] >= settings.CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS:
-            await self._close(CLOSE_FLOOD)  # too many sockets of this address not signed in
+            # too many sockets of this address not signed in
+            await self._close(CLOSE_FLOOD, "too many unauthenticated sockets from this address")
             return
         waiting[self.address] += 1
         self.counted_unauthenticated = True
@@ -158,26 +180,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._receive_first(text_data)
             return
         if text_data is None:
-            await self._error(FrameError("bad_frame", "binary frames are not supported"))
+            if await self._admit(None):
+                await self._error(FrameError("bad_frame", "binary frames are not supported"))
             return
         limit = min(settings.CHAT_MAX_FRAME_BYTES, self.user.tenant.max_frame_bytes)
         if len(text_data.encode()) > limit:
-            await self._close(CLOSE_TOO_LARGE)
-            return
-        if not self.bucket.take():
-            ref = reference_of(text_data)  # so the client knows which send to retry
-            await self._error(FrameError("rate_limited", "too many frames; slow down", ref))
-            if self.strikes.add():
-                await self._close(CLOSE_FLOOD)
+            await self._close(CLOSE_TOO_LARGE, f"frame over {limit} bytes")
             return
         try:
-            frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
+            data, undecodable = decode(text_data), None
+        except FrameError as error:
+            data, undecodable = None, error
+        if not await self._admit(data):
+            return
+        try:
+            if undecodable is not None:
+                raise undecodable
+            frame = parse_data(data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
             await self._dispatch(frame)
         except FrameError as error:
             await self._error(error)
         except OUTAGES as exc:
             logger.warning("frame failed: a backend is unavailable", extra={"error": str(exc)})
-            ref = reference_of(text_data)
+            ref = ref_of(data)
             await self._error(FrameError("unavailable", "temporarily unavailable; retry", ref))
         except Exception:
             # A bug or an outage must cost this frame, not the socket.
@@ -194,16 +219,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if text_data is None:
                 raise FrameError("bad_frame", "the first frame must be a text auth frame")
             if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
-                await self._close(CLOSE_TOO_LARGE)
+                await self._close(CLOSE_TOO_LARGE, "first frame too large")
                 return
-            frame = parse_frame(text_data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
-            if frame.type != "auth":
-                raise FrameError("not_authenticated", "the first frame must be auth")
-            await self._auth(frame)
+            data = decode(text_data)
+            kind = kind_of(data)
+            if kind != "auth":
+                got = f", not {kind[:40]!r}" if kind else ""
+                raise FrameError("not_authenticated", f"the first frame must be auth{got}")
+            await self._auth(parse_data(data, max_body_chars=settings.CHAT_MAX_BODY_CHARS))
             return
         except FrameError as error:
-            await self._error(error)
-            code = tokens.CLOSE_BAD_TOKEN
+            await self._reject(tokens.CLOSE_BAD_TOKEN, error, check="first_frame")
+            return
         except OUTAGES as exc:
             logger.warning("auth failed: a backend is unavailable", extra={"error": str(exc)})
             await self._error(FrameError("unavailable", "temporarily unavailable; reconnect"))
@@ -222,27 +249,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             user = await _authenticate(frame.token)
         except tokens.TokenRejected as rejected:
-            await self._close(rejected.close_code)
+            forbidden = rejected.close_code == tokens.CLOSE_FORBIDDEN
+            error = FrameError("forbidden" if forbidden else "bad_token", rejected.reason)
+            await self._reject(rejected.close_code, error, check=rejected.check, kid=rejected.kid)
             return
-        if not user.tenant.origin_allowed(self._origin()):
-            await self._close(tokens.CLOSE_FORBIDDEN)
+        origin = self._origin()
+        if not user.tenant.origin_allowed(origin):
+            error = FrameError(
+                "forbidden", f"origin {(origin or '')[:60]!r} is not allowed for this tenant"
+            )
+            await self._reject(tokens.CLOSE_FORBIDDEN, error, check="origin", kid=user.key_id)
             return
         if not await connection_limits.user_sockets().admit(user, self.socket_id):
             limit = user.tenant.max_sockets_per_user
-            await self._error(FrameError("too_many_sockets", f"at most {limit} sockets per user"))
-            await self._close(CLOSE_TOO_MANY_SOCKETS)
+            message = f"at most {limit} sockets per user"
+            await self._error(FrameError("too_many_sockets", message))
+            await self._close(CLOSE_TOO_MANY_SOCKETS, message)
             return
         self._uncount_unauthenticated()
         self.deadline.cancel()
         self.user = user
         _sweeps.get()
         await hub().join(events.tenant_group(user.tenant.id), self)  # disable/revoke reach us
-        rate = user.tenant.messages_per_second
-        self.bucket = TokenBucket(rate=rate, burst=max(5, 2 * rate))
+        rate, burst = send_rate(user.tenant)
+        self.bucket = TokenBucket(rate=rate, burst=burst)
+        rate, burst = control_rate()
+        self.control_bucket = TokenBucket(rate=rate, burst=burst)
         # The session ends when the token does.
         remaining = max(0.0, user.expires_at + tokens.LEEWAY_SECONDS - time.time())
         self.deadline = asyncio.get_running_loop().call_later(
-            remaining, self._close_soon, tokens.CLOSE_BAD_TOKEN
+            remaining, self._close_soon, tokens.CLOSE_BAD_TOKEN, "token expired"
         )
         await self._send({"type": "ready", "user": {**user.public(), "role": user.role}})
 
@@ -253,11 +289,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "pong"})
 
     async def on_join(self, frame: ClientFrame) -> None:
-        connection_id = frame.connection_id
+        """One room or several (`connection_ids`): each gets its `joined` or its `error`."""
+        for connection_id, since, epoch in join_targets(frame):
+            ref = connection_id[:MAX_CLIENT_ID]
+            try:
+                await self._join_room(connection_id, since=since, epoch=epoch)
+            except FrameError as error:
+                error.connection_id = ref
+                await self._error(error)
+            except OUTAGES as exc:
+                logger.warning("join failed: a backend is unavailable", extra={"error": str(exc)})
+                message = "temporarily unavailable; retry"
+                await self._error(FrameError("unavailable", message, ref, connection_id=ref))
+            except Exception:
+                logger.exception("join failed", extra={"connection_id": ref})
+                message = "the server could not join this room"
+                await self._error(FrameError("internal", message, ref, connection_id=ref))
+
+    async def _join_room(self, connection_id: str, *, since: int | None, epoch: str | None):
+        if not is_ulid(connection_id):
+            raise FrameError("not_found", "no such room", connection_id[:MAX_CLIENT_ID])
         if connection_id in self.rooms:  # live already: nothing to replay
             feed = hub().feeds[connection_id]
             joined = {"connection_id": connection_id, "seq": feed.seq, "epoch": feed.epoch}
-            await self._send({"type": "joined", **joined})
+            members = await presence.store().members(connection_id, limit=presence.list_limit())
+            await self._send({"type": "joined", **joined, **members.fields()})
             return
         if len(self.rooms) >= settings.CHAT_MAX_ROOMS_PER_SOCKET:
             raise FrameError("too_many_rooms", "leave a room before joining another", connection_id)
@@ -273,13 +329,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.rooms.add(connection_id)
         try:
             await hub().join(events.room_group(connection_id), self)
-            await hub().join_room(
-                self, connection_id, since=frame.data.get("since"), epoch=frame.data.get("epoch")
-            )
+            entered = await presence.enter(self, connection_id)
+            extra = entered.members.fields()
+            await hub().join_room(self, connection_id, since=since, epoch=epoch, extra=extra)
         except BaseException:
             await self._leave_room(connection_id, notify_self=False, announce=False)
             raise
-        await self._presence(connection_id, "joined")
+        if entered.first:  # the user's first socket in the room
+            await self._presence(connection_id, "joined")
 
     async def on_leave(self, frame: ClientFrame) -> None:
         self._require_joined(frame.connection_id)
@@ -337,15 +394,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_resync(self, connection_id: str) -> None:
         """The server could not repair the room's stream: the client rejoins with `since`."""
         if connection_id in self.rooms:
-            await self._leave_room(connection_id, notify_self=False, announce=False)
+            await self._leave_room(connection_id, notify_self=False)
             await self._send({"type": "left", "connection_id": connection_id, "reason": "resync"})
 
     async def on_tenant_disabled(self) -> None:
-        await self._close(tokens.CLOSE_FORBIDDEN)
+        await self._close(tokens.CLOSE_FORBIDDEN, "tenant disabled")
 
     async def on_key_revoked(self, key_id: str) -> None:
         if self.user.key_id == key_id:
-            await self._close(tokens.CLOSE_BAD_TOKEN)
+            await self._close(tokens.CLOSE_BAD_TOKEN, "key revoked")
+
+    async def on_member_removed(self, connection_id: str, user_id: str) -> None:
+        """The tenant removed this user from the room: no rejoin until re-admitted."""
+        if connection_id in self.rooms and self.user.id == user_id:
+            await self._leave_room(connection_id, notify_self=False)
+            await self._send({"type": "left", "connection_id": connection_id, "reason": "removed"})
+
+    async def on_user_revoked(self, user_id: str, revoked_at: float) -> None:
+        """The tenant revoked the user's sessions: tokens issued until then are void."""
+        if self.user.id == user_id and self.user.issued_at <= revoked_at:
+            await self._close(tokens.CLOSE_BAD_TOKEN, "sessions revoked")
 
     # --- helpers -----------------------------------------------------------------
 
@@ -384,9 +452,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.rooms.discard(connection_id)
         await hub().leave_room(self, connection_id)
         await hub().leave(events.room_group(connection_id), self)
+        last = await presence.leave(self, connection_id)  # the user's last socket in the room
         if notify_self:
             await self._send({"type": "left", "connection_id": connection_id})
-        if announce:
+        if announce and last:
             await self._presence(connection_id, "left")
 
     async def _presence(self, connection_id: str, event: str) -> None:
@@ -415,10 +484,48 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _error(self, error: FrameError) -> None:
         await self._send(error.frame())
 
-    async def _close(self, code: int) -> None:
+    async def _admit(self, data) -> bool:
+        """Spend a token from the frame's bucket; when it is empty: an error and a strike."""
+        if kind_of(data) in MESSAGE_TYPES:
+            bucket, what = self.bucket, "messages (send, typing)"
+        else:
+            bucket, what = self.control_bucket, "control frames"
+        if bucket.take():
+            return True
+        limit = f"{bucket.rate:g}/s, burst {bucket.burst:g}"
+        # The ref tells the client which send to retry.
+        message = f"too many {what}: at most {limit}; slow down"
+        await self._error(FrameError("rate_limited", message, ref_of(data)))
+        if self.strikes.add():
+            await self._close(CLOSE_FLOOD, "rate limit exceeded repeatedly")
+        return False
+
+    async def _reject(
+        self, code: int, error: FrameError, *, check: str, kid: str | None = None
+    ) -> None:
+        """An auth failure: one error frame, one log line, a close with the same reason."""
+        await self._error(error)
+        logger.info(
+            "websocket auth rejected",
+            extra={
+                "check": check,
+                "kid": kid,
+                "error_code": error.code,
+                "close_code": code,
+                "client_address": self.address,
+            },
+        )
+        await self._close(code, error.message)
+
+    def _auth_timed_out(self) -> None:
+        seconds = settings.CHAT_AUTH_TIMEOUT_SECONDS
+        error = FrameError("not_authenticated", f"no auth frame within {seconds} s")
+        self._in_background(self._reject(CLOSE_NO_AUTH, error, check="timeout"))
+
+    async def _close(self, code: int, reason: str | None = None) -> None:
         if not self.closed:
             self.closed = True
-            await self.close(code=code)
+            await self.close(code=code, reason=close_reason(reason))
 
     def _uncount_unauthenticated(self) -> None:
         if self.counted_unauthenticated:
@@ -427,8 +534,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if connection_limits.unauthenticated[self.address] <= 0:
                 del connection_limits.unauthenticated[self.address]
 
-    def _close_soon(self, code: int) -> None:
-        self._in_background(self._close(code))
+    def _close_soon(self, code: int, reason: str | None = None) -> None:
+        self._in_background(self._close(code, reason))
 
     def _in_background(self, coroutine) -> None:
         """Run `coroutine` as a task that shutdown can wait for (self.pending)."""

@@ -49,3 +49,31 @@ def tenant_disabled(tenant_id: str) -> None:
 def key_revoked(tenant_id: str, key_id: str) -> None:
     """Sockets authenticated with tokens of this key are closed with 4401."""
     async_to_sync(publish)(tenant_group(tenant_id), {"type": "key.revoked", "key_id": key_id})
+
+
+def member_removed(connection_id: str, user_id: str) -> None:
+    """The user's sockets leave the room with `left {reason: "removed"}`."""
+    event = {"type": "member.removed", "connection_id": connection_id, "user_id": user_id}
+    async_to_sync(publish)(room_group(connection_id), event)
+
+
+def user_revoked(tenant_id: str, user_id: str, revoked_at: float) -> None:
+    """The user's sockets whose token was issued at or before `revoked_at` close with 4401."""
+    event = {"type": "user.revoked", "user_id": user_id, "revoked_at": revoked_at}
+    async_to_sync(publish)(tenant_group(tenant_id), event)
+
+
+def presence_frame(connection_id: str, user: dict, event: str) -> dict:
+    """`presence {connection_id, user {id, name}, event: joined|left}`."""
+    return {
+        "type": "presence",
+        "connection_id": connection_id,
+        "user": {"id": user["id"], "name": user["name"]},
+        "event": event,
+    }
+
+
+def presence_left(connection_id: str, users: list[dict]) -> None:
+    """Members that vanished without leaving (their process died) left (sync callers)."""
+    for user in users:
+        async_to_sync(broadcast)(connection_id, presence_frame(connection_id, user, "left"))

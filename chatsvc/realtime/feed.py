@@ -113,8 +113,11 @@ class RoomFeed:
         for member in members:
             await member.on_resync(self.connection_id)
 
-    async def add(self, member, *, since: int | None, epoch: str | None) -> dict:
-        """Replay what `member` missed after `since`, then make it live; returns `joined`."""
+    async def add(
+        self, member, *, since: int | None, epoch: str | None, extra: dict | None = None
+    ) -> dict:
+        """Replay what `member` missed after `since`, then make it live; returns `joined`
+        (with the `extra` fields)."""
         fetched: dict[int, str] = {}
         recovered = since is not None and epoch == self.epoch and since <= self.seq
         upto = since
@@ -143,6 +146,7 @@ class RoomFeed:
                 }
                 if since is not None:
                     joined["recovered"] = recovered
+                joined.update(extra or {})
                 await member.send_text(encode(joined))
                 return joined
 

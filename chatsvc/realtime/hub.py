@@ -3,8 +3,9 @@
 Two inputs feed it. Room messages come from the room stream
 (chatsvc.streams): one subscription per room per process, whatever its
 number of local members, delivered by a RoomFeed in seq order with gaps
-repaired. Everything else (typing, presence, a room closed, a tenant
-disabled, a key revoked) comes from one channel-layer channel, at most once.
+repaired. Everything else (typing, presence, a room closed, a member
+removed, a tenant disabled, a key or a user revoked) comes from one
+channel-layer channel, at most once.
 Either way an event is received once per process and its pre-encoded frame
 written to each local member: a room message costs one socket write per member.
 """
@@ -38,8 +39,11 @@ class RoomHub:
 
     # --- room streams ----------------------------------------------------------------
 
-    async def join_room(self, member, connection_id: str, *, since=None, epoch=None) -> dict:
-        """Make `member` live in the room after replaying what it missed; returns `joined`.
+    async def join_room(
+        self, member, connection_id: str, *, since=None, epoch=None, extra: dict | None = None
+    ) -> dict:
+        """Make `member` live in the room after replaying what it missed; returns `joined`
+        (with the `extra` fields: the room's members).
 
         Raises StreamUnavailable when the room's stream cannot be reached.
         """
@@ -51,7 +55,7 @@ class RoomHub:
         try:
             async with asyncio.timeout(SYNC_TIMEOUT_SECONDS):
                 await feed.synced.wait()
-            return await feed.add(member, since=since, epoch=epoch)
+            return await feed.add(member, since=since, epoch=epoch, extra=extra)
         except TimeoutError:
             raise StreamUnavailable("the room's stream did not answer in time") from None
         finally:
@@ -125,6 +129,10 @@ class RoomHub:
                 await member.on_tenant_disabled()
             elif kind == "key.revoked":
                 await member.on_key_revoked(event["key_id"])
+            elif kind == "member.removed":
+                await member.on_member_removed(event["connection_id"], event["user_id"])
+            elif kind == "user.revoked":
+                await member.on_user_revoked(event["user_id"], event["revoked_at"])
 
 
 _hubs = PerLoop(lambda: RoomHub(get_channel_layer(), runtime.room_stream()))

@@ -13,11 +13,24 @@ from chatsvc.core.ulid import is_ulid
 MAX_CLIENT_ID = 64
 MAX_HISTORY_LIMIT = 100
 MAX_EPOCH = 64
+MAX_JOIN_ROOMS = 20  # rooms one `join {connection_ids}` frame may name
 
-# type -> {field: (python type, required)}
-FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
+# Frames that produce messages for others: limited by the tenant's messages_per_second.
+# Every other frame (join, leave, ping, history, ...) is a control frame with its own,
+# more generous bucket (chatsvc.realtime.ratelimit).
+MESSAGE_TYPES = frozenset({"send", "typing"})
+
+# type -> {field: (python type(s), required)}
+FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "auth": {"token": (str, True)},
-    "join": {"connection_id": (str, True), "since": (int, False), "epoch": (str, False)},
+    # One room (`connection_id`, with `since`/`epoch` values) or several
+    # (`connection_ids`, with `since`/`epoch` maps keyed by connection_id).
+    "join": {
+        "connection_id": (str, False),
+        "connection_ids": (list, False),
+        "since": ((int, dict), False),
+        "epoch": ((str, dict), False),
+    },
     "leave": {"connection_id": (str, True)},
     "send": {"connection_id": (str, True), "client_id": (str, True), "body": (str, True)},
     "typing": {"connection_id": (str, True)},
@@ -27,14 +40,20 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str, ref: str | None = None):
+    def __init__(
+        self, code: str, message: str, ref: str | None = None, *, connection_id: str | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.connection_id = connection_id  # errors about one room of a join name it
 
     def frame(self) -> dict:
-        return {"type": "error", "code": self.code, "message": self.message, "ref": self.ref}
+        frame = {"type": "error", "code": self.code, "message": self.message, "ref": self.ref}
+        if self.connection_id is not None:
+            frame["connection_id"] = self.connection_id
+        return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +68,7 @@ class ClientFrame:
             raise AttributeError(name) from None
 
 
-def _decode(text: str):
+def decode(text: str):
     """The frame's JSON, or FrameError: also for nesting or numbers too large to decode."""
     try:
         return json.loads(text)
@@ -62,7 +81,11 @@ def _decode(text: str):
 
 
 def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
-    data = _decode(text)
+    return parse_data(decode(text), max_body_chars=max_body_chars)
+
+
+def parse_data(data, *, max_body_chars: int) -> ClientFrame:
+    """Validate a decoded frame (see `decode`)."""
     if not isinstance(data, dict):
         raise FrameError("bad_frame", "frame must be a JSON object")
     kind = data.get("type")
@@ -80,7 +103,9 @@ def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
                 raise FrameError("bad_frame", f"'{kind}' needs field '{name}'", ref)
             continue
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise FrameError("bad_frame", f"'{name}' must be a {expected.__name__}", ref)
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise FrameError("bad_frame", f"'{name}' must be {names}", ref)
         values[name] = value
     _check_values(kind, values, ref, max_body_chars)
     return ClientFrame(kind, values)
@@ -89,10 +114,30 @@ def parse_frame(text: str, *, max_body_chars: int) -> ClientFrame:
 def reference_of(text: str) -> str | None:
     """What an error about this raw frame refers to, if it can be told."""
     try:
-        data = _decode(text)
+        data = decode(text)
     except FrameError:
         return None
+    return ref_of(data)
+
+
+def ref_of(data) -> str | None:
+    """What an error about this decoded frame refers to, if it can be told."""
     return _ref_of(data) if isinstance(data, dict) else None
+
+
+def kind_of(data) -> str | None:
+    """The `type` of a decoded frame, if it has a string one."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def join_targets(frame: ClientFrame) -> list[tuple[str, int | None, str | None]]:
+    """The rooms a valid `join` names, in order, each with its `since` and `epoch`."""
+    since, epoch = frame.data.get("since"), frame.data.get("epoch")
+    if "connection_id" in frame.data:
+        return [(frame.connection_id, since, epoch)]
+    since, epoch = since or {}, epoch or {}
+    return [(cid, since.get(cid), epoch.get(cid)) for cid in frame.connection_ids]
 
 
 def _ref_of(data: dict) -> str | None:
@@ -104,9 +149,14 @@ def _ref_of(data: dict) -> str | None:
     return None
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
 def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int) -> None:
     cid = values.get("connection_id")
-    if cid is not None and not is_ulid(cid):
+    if kind == "join":
+        _check_join(values, ref)  # a join reports an unknown room per room, with its id
+    elif cid is not None and not is_ulid(cid):
         raise FrameError("not_found", "no such room", ref)
     if kind == "send":
         client_id = values["client_id"]
@@ -126,11 +176,6 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
             )
         if len(body) > max_body_chars:
             raise FrameError("body_too_long", f"body exceeds {max_body_chars} characters", ref)
-    if kind == "join":
-        if values.get("since", 0) < 0:
-            raise FrameError("bad_frame", "since must be a seq (0 or more)", ref)
-        if len(values.get("epoch", "")) > MAX_EPOCH:
-            raise FrameError("bad_frame", f"epoch must be at most {MAX_EPOCH} characters", ref)
     if kind == "history":
         limit = values.get("limit", 50)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
@@ -138,3 +183,47 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
         before = values.get("before")
         if before is not None and not is_ulid(before):
             raise FrameError("bad_frame", "before must be a message id", ref)
+
+
+def _check_join(values: dict, ref: str | None) -> None:
+    single, several = values.get("connection_id"), values.get("connection_ids")
+    since, epoch = values.get("since"), values.get("epoch")
+    if (single is None) == (several is None):
+        raise FrameError(
+            "bad_frame", "'join' needs either 'connection_id' or 'connection_ids'", ref
+        )
+    if single is not None:
+        if isinstance(since, dict) or isinstance(epoch, dict):
+            raise FrameError(
+                "bad_frame", "with 'connection_id', since is a seq and epoch a string", ref
+            )
+        _check_resume(since, epoch, ref)
+        return
+    if not 1 <= len(several) <= MAX_JOIN_ROOMS:
+        raise FrameError("bad_frame", f"'connection_ids' must list 1 to {MAX_JOIN_ROOMS} rooms")
+    if not all(isinstance(c, str) for c in several):
+        raise FrameError("bad_frame", "'connection_ids' must be strings")
+    values["connection_ids"] = list(dict.fromkeys(several))  # each room once, in order
+    for name, value in (("since", since), ("epoch", epoch)):
+        if value is not None and not isinstance(value, dict):
+            raise FrameError(
+                "bad_frame", f"with 'connection_ids', {name} maps connection_id to a value"
+            )
+        if value and not set(value) <= set(several):
+            raise FrameError("bad_frame", f"{name} names a room that is not in 'connection_ids'")
+    for cid in values["connection_ids"]:
+        room_since, room_epoch = (since or {}).get(cid), (epoch or {}).get(cid)
+        if room_since is not None and (
+            not isinstance(room_since, int) or isinstance(room_since, bool)
+        ):
+            raise FrameError("bad_frame", "since must be a seq (0 or more)", cid)
+        if room_epoch is not None and not isinstance(room_epoch, str):
+            raise FrameError("bad_frame", "epoch must be a string", cid)
+        _check_resume(room_since, room_epoch, cid)
+
+
+def _check_resume(since: int | None, epoch: str | None, ref: str | None) -> None:
+    if since is not None and since < 0:
+        raise FrameError("bad_frame", "since must be a seq (0 or more)", ref)
+    if epoch is not None and len(epoch) > MAX_EPOCH:
+        raise FrameError("bad_frame", f"epoch must be at most {MAX_EPOCH} characters", ref)

@@ -1,7 +1,16 @@
-"""Per-connection flood control: a token bucket plus a strike counter."""
+"""Per-connection flood control: two token buckets plus a strike counter.
+
+Message-producing frames (`send`, `typing`) spend the tenant's
+`messages_per_second`; control frames (`join`, `leave`, `ping`, `history`,
+anything else) spend a separate, more generous bucket
+(CHAT_CONTROL_FRAMES_PER_SECOND, CHAT_CONTROL_BURST). Every rejection from
+either is a strike; too many strikes close the socket (4429).
+"""
 
 import time
 from collections import deque
+
+from django.conf import settings
 
 
 class TokenBucket:
@@ -38,3 +47,14 @@ class Strikes:
         while self.times and self.times[0] < now - self.window:
             self.times.popleft()
         return len(self.times) >= self.limit
+
+
+def send_rate(tenant) -> tuple[float, float]:
+    """(rate, burst) of a socket's message bucket: the tenant's messages_per_second."""
+    rate = tenant.messages_per_second
+    return rate, max(5, 2 * rate)
+
+
+def control_rate() -> tuple[float, float]:
+    """(rate, burst) of a socket's control-frame bucket."""
+    return settings.CHAT_CONTROL_FRAMES_PER_SECOND, max(1, settings.CHAT_CONTROL_BURST)

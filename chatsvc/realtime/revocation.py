@@ -1,4 +1,5 @@
-"""Live sockets lose access the moment their tenant, key or room does, whatever the path.
+"""Live sockets lose access the moment their tenant, key, room, room membership
+(a RoomRemoval) or user (a UserRevocation) does, whatever the path.
 
 Two mechanisms, one job:
 * Model signals: every save or delete through the ORM (services, admin forms,
@@ -7,9 +8,11 @@ Two mechanisms, one job:
   affected sockets at once.
 * A sweep: every CHAT_REVALIDATE_SECONDS each web process checks, in one
   query per kind, that the keys, tenants and rooms its sockets use are still
-  valid. It catches what signals cannot see: QuerySet.update() and raw SQL,
-  and a management command in local mode, whose in-memory channel layer
-  reaches no other process.
+  valid, and that their users are neither removed from their rooms nor
+  revoked. It catches what signals cannot see: QuerySet.update() and raw SQL,
+  a management command in local mode, whose in-memory channel layer reaches
+  no other process, and a join that raced a removal. The same sweep renews
+  the sockets' presence entries (chatsvc.realtime.presence).
 """
 
 import asyncio
@@ -19,8 +22,9 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete
 
-from chatsvc.realtime import events
-from chatsvc.rooms.models import Room
+from chatsvc.realtime import events, presence
+from chatsvc.rooms import selectors
+from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
 from chatsvc.tenants.models import Tenant, TenantKey
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,15 @@ def room_deleted(sender, instance: Room, **kwargs) -> None:
     _after_commit(events.room_closed, instance.connection_id)
 
 
+def member_removed(sender, instance: RoomRemoval, created: bool, **kwargs) -> None:
+    _after_commit(events.member_removed, instance.room_id, instance.user_id)
+
+
+def user_revoked(sender, instance: UserRevocation, **kwargs) -> None:
+    revoked_at = instance.revoked_at.timestamp()
+    _after_commit(events.user_revoked, instance.tenant_id, instance.user_id, revoked_at)
+
+
 def connect_signals() -> None:
     post_save.connect(tenant_saved, sender=Tenant, dispatch_uid="revoke-tenant-saved")
     # pre_delete: published before the cascade's key deletions, so sockets get 4403 (stop).
@@ -72,12 +85,14 @@ def connect_signals() -> None:
     post_delete.connect(key_deleted, sender=TenantKey, dispatch_uid="revoke-key-deleted")
     post_save.connect(room_saved, sender=Room, dispatch_uid="revoke-room-saved")
     post_delete.connect(room_deleted, sender=Room, dispatch_uid="revoke-room-deleted")
+    post_save.connect(member_removed, sender=RoomRemoval, dispatch_uid="revoke-member-removed")
+    post_save.connect(user_revoked, sender=UserRevocation, dispatch_uid="revoke-user-revoked")
 
 
 # --- the sweep -------------------------------------------------------------------------
 
 
-def _still_valid(key_ids: set[str], tenant_ids: set[str], room_ids: set[str]):
+def _still_valid(key_ids: set[str], tenant_ids: set[str], room_ids: set[str], user_ids: set[str]):
     keys = set(
         TenantKey.objects.filter(key_id__in=key_ids, revoked_at=None).values_list(
             "key_id", flat=True
@@ -91,7 +106,9 @@ def _still_valid(key_ids: set[str], tenant_ids: set[str], room_ids: set[str]):
             "connection_id", flat=True
         )
     )
-    return keys, tenants, rooms
+    removed = selectors.removals_among(connection_ids=room_ids, user_ids=user_ids)
+    revoked = selectors.revocations_among(tenant_ids=tenant_ids, user_ids=user_ids)
+    return keys, tenants, rooms, removed, revoked
 
 
 async def sweep(sockets) -> None:
@@ -99,19 +116,27 @@ async def sweep(sockets) -> None:
     sockets = [s for s in sockets if s.user is not None and not s.closed]
     if not sockets:
         return
-    keys, tenants, rooms = await database_sync_to_async(_still_valid)(
+    keys, tenants, rooms, removed, revoked = await database_sync_to_async(_still_valid)(
         {s.user.key_id for s in sockets},
         {s.user.tenant.id for s in sockets},
         {room for s in sockets for room in s.rooms},
+        {s.user.id for s in sockets},
     )
     for socket in sockets:
-        if socket.user.tenant.id not in tenants:
+        user = socket.user
+        revoked_at = revoked.get((user.tenant.id, user.id))
+        if user.tenant.id not in tenants:
             await socket.on_tenant_disabled()
-        elif socket.user.key_id not in keys:
-            await socket.on_key_revoked(socket.user.key_id)
+        elif user.key_id not in keys:
+            await socket.on_key_revoked(user.key_id)
+        elif revoked_at is not None and user.issued_at <= revoked_at:
+            await socket.on_user_revoked(user.id, revoked_at)
         else:
             for room in set(socket.rooms) - rooms:
                 await socket.on_room_closed(room)
+            for room in set(socket.rooms):
+                if (room, user.id) in removed:
+                    await socket.on_member_removed(room, user.id)
 
 
 async def sweep_forever(live, interval: float) -> None:
@@ -126,3 +151,7 @@ async def sweep_forever(live, interval: float) -> None:
             await user_sockets().refresh([s for s in sockets if s.user and not s.closed])
         except Exception:
             logger.exception("revalidation sweep failed")
+        try:  # presence has its own heartbeat: a database outage must not fade it out
+            await presence.renew([s for s in sockets if s.user and not s.closed])
+        except Exception:
+            logger.exception("presence renewal failed")

@@ -6,7 +6,7 @@ from django.utils.html import format_html, format_html_join
 
 from chatsvc.messaging.dynamo import fetch_history
 from chatsvc.rooms import services
-from chatsvc.rooms.models import Room
+from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
 
 logger = logging.getLogger(__name__)
 RECENT_MESSAGES = 20
@@ -46,3 +46,47 @@ class RoomAdmin(admin.ModelAdmin):
         return format_html(
             "<table><tr><th>time</th><th>sender</th><th>body</th></tr>{}</table>", rows
         )
+
+
+@admin.register(RoomRemoval)
+class RoomRemovalAdmin(admin.ModelAdmin):
+    """Users removed from rooms. Adding one here removes the user at once; lifting
+    (deleting) it lets them join again."""
+
+    list_display = ("user_id", "room", "tenant", "removed_at")
+    list_filter = ("room__tenant",)
+    search_fields = ("user_id", "room__connection_id", "room__title")
+    raw_id_fields = ("room",)
+    readonly_fields = ("removed_at",)
+    list_select_related = ("room__tenant",)
+    actions = ["lift"]
+
+    @admin.display(description="Tenant", ordering="room__tenant")
+    def tenant(self, removal: RoomRemoval):
+        return removal.room.tenant
+
+    @admin.action(description="Lift selected removals (the users may join again)")
+    def lift(self, request, queryset):
+        count = 0
+        for removal in queryset.select_related("room"):
+            services.readmit_member(room=removal.room, user_id=removal.user_id)
+            count += 1
+        self.message_user(request, f"{count} removal(s) lifted.", messages.SUCCESS)
+
+
+@admin.register(UserRevocation)
+class UserRevocationAdmin(admin.ModelAdmin):
+    """Users whose sessions were revoked: tokens issued at or before `revoked at` are
+    refused. Adding one here closes the user's sockets at once; lifting (deleting) it
+    makes their earlier tokens valid again."""
+
+    list_display = ("user_id", "tenant", "revoked_at")
+    list_filter = ("tenant",)
+    search_fields = ("user_id", "tenant__slug")
+    list_select_related = ("tenant",)
+    actions = ["lift"]
+
+    @admin.action(description="Lift selected revocations (earlier tokens work again)")
+    def lift(self, request, queryset):
+        count, _ = queryset.delete()
+        self.message_user(request, f"{count} revocation(s) lifted.", messages.SUCCESS)

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 from chatsvc.core.ulid import new_ulid
 from chatsvc.tenants.models import Tenant
@@ -23,7 +24,16 @@ class Room(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            # GET /api/v1/connections: a tenant's rooms newest first, by status.
+            # (Its metadata filter uses a GIN index that exists on PostgreSQL only:
+            # rooms_room_metadata_gin, created in migration 0002.)
+            models.Index(fields=["tenant", "-connection_id"], name="rooms_tenant_newest_idx"),
+            models.Index(
+                fields=["tenant", "status", "-connection_id"], name="rooms_tenant_status_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or self.connection_id
@@ -31,3 +41,45 @@ class Room(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
+
+
+class RoomRemoval(models.Model):
+    """A user removed from a room: their sockets left it, and they cannot join it
+    again until re-admitted (the row is deleted: REST PUT, or the admin)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="removals")
+    user_id = models.CharField(max_length=128, help_text="The token subject (LMS user id).")
+    removed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-removed_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user_id"], name="one_removal_per_room_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} removed from {self.room_id}"
+
+
+class UserRevocation(models.Model):
+    """Every session of a tenant's user up to `revoked_at`: tokens issued (iat) at
+    or before that moment are refused and the user's live sockets are closed."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="user_revocations")
+    user_id = models.CharField(max_length=128, help_text="The token subject (LMS user id).")
+    revoked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-revoked_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "user_id"], name="one_revocation_per_tenant_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} of {self.tenant_id} revoked at {self.revoked_at:%Y-%m-%d %H:%M:%S}"
+
+    def refuses(self, issued_at: int) -> bool:
+        """Tokens issued in or before the second of the revocation are refused."""
+        return issued_at <= self.revoked_at.timestamp()

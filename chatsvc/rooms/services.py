@@ -1,11 +1,12 @@
-"""Writes on rooms. Closing a room tells its live members at once."""
+"""Writes on rooms and their membership. Closing a room, removing a member or
+revoking a user tells the live sockets at once (chatsvc.realtime.revocation)."""
 
 import logging
 
 from django.utils import timezone
 
 from chatsvc.messaging import runtime
-from chatsvc.rooms.models import Room
+from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
 from chatsvc.streams import StreamUnavailable
 from chatsvc.tenants.models import Tenant
 
@@ -28,3 +29,33 @@ def close_room(*, room: Room) -> Room:
         room.closed_at = timezone.now()
         room.save(update_fields=["status", "closed_at"])  # members leave: realtime.revocation
     return room
+
+
+# --- membership: removals and revocations -------------------------------------------
+# Publishing is realtime.revocation's job (model signals after commit, and its sweep).
+
+
+def remove_member(*, room: Room, user_id: str) -> RoomRemoval:
+    """The user leaves the room on every socket and cannot rejoin until re-admitted.
+
+    Idempotent: removing again keeps the first removal.
+    """
+    removal, _ = RoomRemoval.objects.get_or_create(room=room, user_id=user_id)
+    return removal
+
+
+def readmit_member(*, room: Room, user_id: str) -> None:
+    """Lift a removal (idempotent: nothing to lift is fine)."""
+    for removal in RoomRemoval.objects.filter(room=room, user_id=user_id):
+        removal.delete()
+
+
+def revoke_user(*, tenant: Tenant, user_id: str) -> UserRevocation:
+    """Refuse every token of the user issued until now and close their live sockets.
+
+    Calling it again moves the moment forward (tokens minted in between are refused too).
+    """
+    revocation, _ = UserRevocation.objects.update_or_create(
+        tenant=tenant, user_id=user_id, defaults={"revoked_at": timezone.now()}
+    )
+    return revocation

@@ -94,15 +94,35 @@ def test_bad_bodies_are_422_with_field_details(api):
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_request"
-    fields = {tuple(d["loc"][-1:]) for d in error["details"]}
-    assert {("user_id",), ("connection_ids",), ("ttl_seconds",)} <= fields
+    fields = {tuple(d["loc"]) for d in error["details"]}
+    assert {("body", "user_id"), ("body", "connection_ids"), ("body", "ttl_seconds")} <= fields
 
     response = api("post", "/connections", {"title": "x" * 201})
     assert response.status_code == 422
-    assert response.json()["error"]["details"][0]["loc"][-1] == "title"
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "title"]
 
     response = api("post", "/connections", {"metadata": {"blob": "x" * 5000}})
     assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "metadata"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "loc"),
+    [
+        ("post", "/connections", {"metadata": "x"}, ["body", "metadata"]),
+        ("post", "/tokens", {"user_id": "u", "connection_ids": [7]}, ["body", "connection_ids", 0]),
+        ("post", "/tokens", {"connection_ids": ["*"]}, ["body", "user_id"]),
+        ("get", "/connections?limit=x", None, ["query", "limit"]),
+        ("get", "/connections?metadata=a:b&metadata=nocolon", None, ["query", "metadata", 1]),
+    ],
+)
+def test_error_locations_name_what_the_client_sent_never_view_parameters(
+    api, method, path, body, loc
+):
+    """Not ["body", "payload", ...] or ["query", "query", ...]: those are the views' names."""
+    response = api(method, path, body)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"] == loc
 
 
 @pytest.mark.parametrize(
@@ -136,9 +156,24 @@ def test_text_no_store_accepts_is_a_422_not_a_500(client, acme, path, body, fiel
         ("post", "/connections", "{not json", 400, "http_error"),
         ("post", "/connections", '{"title": "' + "x" * 70_000 + '"}', 413, "too_large"),
         ("get", "/no-such-endpoint", None, 404, "not_found"),
+        ("get", "/", None, 404, "not_found"),
+        ("get", "/connections/01JD7X3K9Q4W6E2R8T5Y1V3N0P/nope", None, 404, "not_found"),
         ("put", "/connections", "{}", 405, "method_not_allowed"),
+        ("delete", "/tokens", None, 405, "method_not_allowed"),
+        ("get", "/connections/01JD7X3K9Q4W6E2R8T5Y1V3N0P/close", None, 405, "method_not_allowed"),
     ],
-    ids=["array", "array-of-strings", "bad-json", "too-large", "unknown-path", "wrong-method"],
+    ids=[
+        "array",
+        "array-of-strings",
+        "bad-json",
+        "too-large",
+        "unknown-path",
+        "api-root",
+        "unknown-subpath",
+        "wrong-method",
+        "wrong-method-tokens",
+        "wrong-method-close",
+    ],
 )
 def test_every_api_failure_has_the_json_error_shape(api, method, path, body, status, code, caplog):
     response = api(method, path, body)
@@ -146,6 +181,8 @@ def test_every_api_failure_has_the_json_error_shape(api, method, path, body, sta
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["error"]["code"] == code
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    if status == 405:  # which methods the path has
+        assert set(response["Allow"].split(", ")) in ({"GET", "POST"}, {"POST"})
 
 
 def test_a_form_body_is_a_json_400(client, acme):
@@ -192,6 +229,25 @@ def test_tokens_only_for_the_tenants_own_rooms(api):
     assert foreign.connection_id in response.json()["error"]["details"][0]["msg"]
     wildcard = api("post", "/tokens", {"user_id": "u", "connection_ids": ["*"]})
     assert wildcard.status_code == 200
+
+
+def test_history_items_carry_their_seq_when_they_have_one(api, acme, monkeypatch):
+    room = factories.room_for(acme)
+    message = {
+        "connection_id": room.connection_id,
+        "id": new_ulid(),
+        "sender": {"id": "u7", "name": "Grace"},
+        "body": "hello",
+        "ts": "2026-11-26T10:00:01.123Z",
+    }
+    older = {**message, "id": new_ulid()}
+    page = [{**message, "seq": 42}, older]  # `older` was stored before rooms had sequences
+    monkeypatch.setattr(
+        "chatsvc.api.views.read_history_blocking", lambda **kwargs: (page, older["id"])
+    )
+    response = api("get", f"/connections/{room.connection_id}/messages")
+    assert response.status_code == 200
+    assert response.json() == {"messages": page, "next": older["id"]}
 
 
 def test_history_query_is_validated(api, acme):

@@ -298,7 +298,7 @@ HARNESS = """
     send(text) { this.sent.push(JSON.parse(text)); }
     close() { this.readyState = 3; }
     deliver(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
-    drop(code) { this.readyState = 3; this.onclose?.({ code }); }
+    drop(code, reason = "") { this.readyState = 3; this.onclose?.({ code, reason }); }
   };
   window.last = () => sockets.at(-1);
   window.frames = (type) => last().sent.filter((f) => f.type === type);
@@ -519,3 +519,119 @@ def test_other_close_codes_reconnect_with_backoff(page, code):
     assert page.evaluate("frames('join')") == [
         {"type": "join", "connection_id": ROOM, "since": 0, "epoch": "e1"}
     ]
+
+
+# --- protocol additions: multi-join, control pacing, auth diagnostics, ack order ----------
+
+ROOMS = [f"01HZX0000000000000000RM{n:03d}" for n in range(25)]
+
+
+def test_rooms_are_joined_twenty_per_frame_and_resume_per_room(page):
+    page.evaluate(f"start({{rooms: {json.dumps(ROOMS)}}})")
+    page.wait_for_function("sockets.length === 1 && last().sent.length === 1")
+    page.evaluate(
+        "last().deliver({type: 'ready', user: {id: 'u1', name: 'Alice', role: 'member'}})"
+    )
+    assert page.evaluate("frames('join')") == [
+        {"type": "join", "connection_ids": ROOMS[:20]},
+        {"type": "join", "connection_ids": ROOMS[20:]},
+    ]
+    # Each room answers on its own; one is refused, with its connection_id.
+    for n, room in enumerate(ROOMS):
+        if n == 3:
+            error = {"type": "error", "code": "not_found", "message": "no such room"}
+            page.evaluate("(e) => last().deliver(e)", {**error, "ref": room, "connection_id": room})
+        else:
+            page.evaluate(
+                "(id) => last().deliver({type: 'joined', connection_id: id, seq: 5, epoch: 'e'})",
+                room,
+            )
+    assert page.evaluate("seen('joined').length") == 24
+    assert page.evaluate("seen('error').map((e) => [e.code, e.connection_id, e.willRetry])") == [
+        ["not_found", ROOMS[3], False]
+    ]
+    rooms = [room for n, room in enumerate(ROOMS) if n != 3]
+    refused = "(room) => { try { client.send(room, 'x'); return false; } catch { return true; } }"
+    assert page.evaluate(refused, ROOMS[3])  # the refused room was forgotten
+
+    page.evaluate("last().drop(1006)")
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    page.evaluate(
+        "last().deliver({type: 'ready', user: {id: 'u1', name: 'Alice', role: 'member'}})"
+    )
+    assert page.evaluate("frames('join')") == [
+        {
+            "type": "join",
+            "connection_ids": rooms[:20],
+            "since": {room: 5 for room in rooms[:20]},
+            "epoch": {room: "e" for room in rooms[:20]},
+        },
+        {
+            "type": "join",
+            "connection_ids": rooms[20:],
+            "since": {room: 5 for room in rooms[20:]},
+            "epoch": {room: "e" for room in rooms[20:]},
+        },
+    ]
+
+
+def test_control_frames_are_not_paced_behind_sends(page):
+    options = "{framesPerSecond: 1, burst: 1, controlFramesPerSecond: 1000, controlBurst: 1000}"
+    connect(page, joined={"seq": 0, "epoch": "e1"}, options=options)
+    history(page, [])
+    for body in ("a", "b", "c"):
+        page.evaluate(f"client.send(ROOM, {body!r})")
+    page.evaluate("() => { client.history(ROOM, {limit: 10}); }")  # answered never
+    page.evaluate("client.join('01HZX0000000000000000ROOM2')")
+    assert len(page.evaluate("frames('send')")) == 1  # the message bucket: one now, then 1/s
+    assert page.evaluate("frames('history').at(-1)") == {
+        "type": "history",
+        "connection_id": ROOM,
+        "limit": 10,
+    }
+    assert page.evaluate("frames('join').at(-1)") == {
+        "type": "join",
+        "connection_id": "01HZX0000000000000000ROOM2",
+    }
+
+
+def test_auth_errors_are_surfaced_with_the_servers_message(page):
+    page.evaluate("start({getToken: async () => 't2'})")
+    page.wait_for_function("sockets.length === 1 && last().sent.length === 1")
+    expired = "token expired 5 min 0 s ago (exp 1, server time 301, 30 s grace)"
+    deliver(page, f"{{type: 'error', code: 'bad_token', message: {expired!r}, ref: null}}")
+    page.evaluate(f"last().drop(4401, {expired!r})")
+    assert page.evaluate("seen('error')") == [
+        {"code": "bad_token", "message": expired, "ref": None, "willRetry": True}
+    ]
+    status = page.evaluate("seen('status').at(-1)")
+    assert (status["state"], status["code"], status["reason"]) == ("reconnecting", 4401, expired)
+
+    # A server that sends no close reason: the error frame's message is the reason.
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    assert page.evaluate("last().sent[0]") == {"type": "auth", "token": "t2"}
+    deliver(page, "{type: 'error', code: 'forbidden', message: 'tenant disabled', ref: null}")
+    page.evaluate("last().drop(4403)")
+    assert page.evaluate("seen('error').at(-1).willRetry") is False
+    assert page.evaluate("seen('status').at(-1)") == {
+        "state": "stopped",
+        "code": 4403,
+        "reason": "tenant disabled",
+    }
+
+
+def test_the_ack_may_come_before_the_senders_own_message(page):
+    connect(page, joined={"seq": 0, "epoch": "e1"})
+    history(page, [])
+    client_id = page.evaluate("client.send(ROOM, 'hello').clientId")
+    deliver(
+        page,
+        f"{{type: 'ack', client_id: '{client_id}', id: '01M0001', seq: 1, "
+        "ts: '2030-01-01T00:00:00.000Z'}",
+    )
+    deliver(page, "msg(1, {sender: {id: 'u1', name: 'Alice'}, body: 'hello'})")
+    deliver(page, "msg(2)")
+    assert page.evaluate("bodies()") == ["hello", "m2"]
+    assert page.evaluate("seen('message').length") == 2
+    assert page.evaluate("client.pending()") == []
+    assert len(page.evaluate("frames('history')")) == 1  # no gap: seq 1 came with the ack

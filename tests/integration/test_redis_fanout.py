@@ -1,40 +1,15 @@
 """Two real server processes sharing one Redis, real WebSocket clients."""
 
 import asyncio
-import json
 import signal
 
 import pytest
 import websockets
 
 from tests import factories
+from tests.realtime.multiprocess import Peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-class Peer:
-    def __init__(self, socket):
-        self.socket = socket
-
-    @classmethod
-    async def join(cls, server, token, room):
-        peer = cls(await websockets.connect(server.ws_url))
-        await peer.send({"type": "auth", "token": token})
-        assert (await peer.expect("ready"))["type"] == "ready"
-        await peer.send({"type": "join", "connection_id": room})
-        await peer.expect("joined")
-        return peer
-
-    async def send(self, frame):
-        await self.socket.send(json.dumps(frame))
-
-    async def expect(self, kind, timeout=5, **fields):
-        """The next frame of `kind` (with these field values), passing over others."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = json.loads(await self.socket.recv())
-                if frame["type"] == kind and fields.items() <= frame.items():
-                    return frame
 
 
 @pytest.fixture
@@ -46,8 +21,8 @@ def chat(start_server):
 
 async def test_servers_deliver_to_each_others_clients(chat):
     issued, room, first, second = chat
-    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
-    bob = await Peer.join(second, factories.token_for(issued, user_id="bob"), room)
+    ada = await Peer.open(first, factories.token_for(issued, user_id="ada"), room)
+    bob = await Peer.open(second, factories.token_for(issued, user_id="bob"), room)
 
     await ada.send({"type": "send", "connection_id": room, "client_id": "1", "body": "from 1"})
     assert (await bob.expect("message", body="from 1"))["sender"]["id"] == "ada"
@@ -60,15 +35,15 @@ async def test_idle_sockets_still_get_messages_after_mass_disconnects(chat):
     """Idle longer than the layer's 5 s blocking read, after 150 sockets left at once."""
     issued, room, first, second = chat
     token = factories.token_for(issued, user_id="idle")
-    idle = [await Peer.join(server, token, room) for server in (first, second, first, second)]
+    idle = [await Peer.open(server, token, room) for server in (first, second, first, second)]
     crowd = await asyncio.gather(
-        *(Peer.join(first if i % 2 else second, token, room) for i in range(150))
+        *(Peer.open(first if i % 2 else second, token, room) for i in range(150))
     )
     await asyncio.gather(*(peer.socket.close() for peer in crowd))
 
     await asyncio.sleep(12)
 
-    speaker = await Peer.join(second, factories.token_for(issued, user_id="late"), room)
+    speaker = await Peer.open(second, factories.token_for(issued, user_id="late"), room)
     await speaker.send({"type": "send", "connection_id": room, "client_id": "x", "body": "wake"})
     for peer in idle:
         assert (await peer.expect("message", body="wake"))["sender"]["id"] == "late"
@@ -78,7 +53,7 @@ async def test_sigterm_closes_sockets_1012_and_flushes_the_queue(chat, aws):
     from tests.realtime.conftest import queued_bodies
 
     issued, room, first, _ = chat
-    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
+    ada = await Peer.open(first, factories.token_for(issued, user_id="ada"), room)
     for n in range(20):
         await ada.send(
             {"type": "send", "connection_id": room, "client_id": f"m{n}", "body": str(n)}
@@ -95,7 +70,7 @@ async def test_sigterm_closes_sockets_1012_and_flushes_the_queue(chat, aws):
 
 async def test_a_real_server_closes_oversized_frames_with_1009(chat):
     issued, room, first, _ = chat
-    ada = await Peer.join(first, factories.token_for(issued, user_id="ada"), room)
+    ada = await Peer.open(first, factories.token_for(issued, user_id="ada"), room)
     await ada.send({"type": "send", "connection_id": room, "client_id": "big", "body": "x" * 20000})
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await ada.expect("never", timeout=10)
@@ -107,7 +82,7 @@ async def test_frames_above_the_servers_hard_cap_close_1009_not_drop(chat, authe
     """2 MiB is 8 x the pre-auth limit: Autobahn refuses it before the consumer sees it."""
     issued, room, first, _ = chat
     if authenticated:
-        socket = (await Peer.join(first, factories.token_for(issued), room)).socket
+        socket = (await Peer.open(first, factories.token_for(issued), room)).socket
     else:
         socket = await websockets.connect(first.ws_url)
     with pytest.raises(websockets.ConnectionClosed) as closed:

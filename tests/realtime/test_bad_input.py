@@ -38,12 +38,18 @@ async def test_the_websocket_handshake_obeys_allowed_hosts(world, host):
 async def test_first_frame_must_be_auth(world, connect):
     client = await connect()
     await client.send({"type": "join", "connection_id": world.room.connection_id})
+    error = await client.expect("error")
+    assert error["code"] == "not_authenticated"
+    assert error["message"] == "the first frame must be auth, not 'join'"
     await client.expect_closed(4401)
 
 
 async def test_no_auth_within_the_deadline_closes_4408(world, connect, settings):
     settings.CHAT_AUTH_TIMEOUT_SECONDS = 1
     client = await connect()
+    error = await client.expect("error", timeout=3)
+    assert error["code"] == "not_authenticated"
+    assert error["message"] == "no auth frame within 1 s"
     await client.expect_closed(4408, timeout=3)
 
 
@@ -297,8 +303,9 @@ async def test_frame_above_the_global_limit_closes_1009_before_auth(world, conne
 # --- floods and failures -------------------------------------------------------------
 
 
-async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connect):
-    await set_limits(world.acme.tenant, messages_per_second=1)
+async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connect, settings):
+    settings.CHAT_CONTROL_FRAMES_PER_SECOND = 1
+    settings.CHAT_CONTROL_BURST = 5
     room = world.room.connection_id
     flooder = await connect(factories.token_for(world.acme, user_id="f"), room=room)
     calm = await connect(factories.token_for(world.acme, user_id="c"), room=room)
@@ -310,6 +317,7 @@ async def test_flood_gets_errors_then_close_4429_and_spares_others(world, connec
     assert frame["code"] == 4429
     assert [f["type"] for f in frames].count("pong") == 4  # burst of 5, one spent on join
     assert {f["code"] for f in frames if f["type"] == "error"} == {"rate_limited"}
+    assert frames[-1]["message"] == "too many control frames: at most 1/s, burst 5; slow down"
     assert {f["ref"] for f in frames if f["type"] == "error"} == {None}  # pings name nothing
 
     await calm.send(send_frame(room, client_id="ok"))
@@ -323,7 +331,8 @@ async def test_a_rate_limited_send_names_its_client_id(world, connect):
     for n in range(6):
         await client.send(send_frame(room, client_id=f"s{n}"))
     error = await client.expect("error", skip=("message", "ack"))
-    assert error["code"] == "rate_limited" and error["ref"] == "s4"  # burst 5, join spent one
+    assert error["code"] == "rate_limited" and error["ref"] == "s5"  # burst 5; joins do not count
+    assert error["message"] == "too many messages (send, typing): at most 1/s, burst 5; slow down"
 
 
 async def test_sqs_failure_names_the_client_id_and_keeps_the_socket(world, connect, settings):

@@ -32,7 +32,7 @@ async def test_message_fans_out_and_is_acked_after_sqs_accepted_it(world, connec
     got = await bob.expect("message")
     assert got["body"] == "hello" and got["sender"] == {"id": "ada", "name": "Ada"}
     assert is_ulid(got["id"]) and got["ts"].endswith("Z")
-    own = await ada.expect("message")
+    own = await ada.expect("message")  # the sender's own copy comes before its ack
     ack = await ada.expect("ack")
     assert own["id"] == ack["id"] == got["id"] and ack["client_id"] == "c1"
     assert got["seq"] == ack["seq"] == 1  # a new room's first message
@@ -149,8 +149,21 @@ async def test_closing_a_room_tells_its_members(world, connect):
     await async_db(close_room)(room=world.room)
     left = await ada.expect("left")
     assert left == {"type": "left", "connection_id": world.room.connection_id, "reason": "closed"}
+    # The socket is no longer in the room: frames about it are `not_joined` ...
+    await ada.send(
+        {
+            "type": "send",
+            "connection_id": world.room.connection_id,
+            "client_id": "late",
+            "body": "x",
+        }
+    )
+    error = await ada.expect("error")
+    assert (error["code"], error["ref"]) == ("not_joined", "late")
+    # ... and joining it again is `room_closed`: do not retry.
     await ada.send({"type": "join", "connection_id": world.room.connection_id})
-    assert (await ada.expect("error"))["code"] == "room_closed"
+    error = await ada.expect("error")
+    assert (error["code"], error["connection_id"]) == ("room_closed", world.room.connection_id)
 
 
 async def test_ready_reports_the_user(world, connect):

@@ -83,6 +83,11 @@ async def test_rejoining_with_since_replays_what_was_missed_then_goes_live(world
         "seq": 4,
         "epoch": first["epoch"],
         "recovered": True,
+        "members": [
+            {"id": "ada", "name": "Ada", "role": "member"},
+            {"id": "bob", "name": "Ada", "role": "member"},
+        ],
+        "member_count": 2,
     }
     await post(ada, room, "live")
     live = await bob.expect("message")

@@ -15,8 +15,12 @@ const DEFAULTS = {
   maxFillPages: 20, // pages to walk back through when repairing one gap
   maxFillTries: 6, // history lags the live stream (the worker stores asynchronously): retries
   settleDelays: [1500, 5000], // re-read history after a rejoin the server could not replay
-  framesPerSecond: 4, // the server drops frames over the tenant's rate (default 5/s, burst 10)
+  // The server limits sends and typing to the tenant's rate (default 5/s, burst 10) and
+  // every other frame (join, leave, history, ping) separately (default 20/s, burst 50).
+  framesPerSecond: 4,
   burst: 8,
+  controlFramesPerSecond: 16,
+  controlBurst: 40,
   typingInterval: 2000, // the server coalesces typing to one per 2 s anyway
   requestTimeout: 10000, // a join or history without an answer is asked again
   ackTimeout: 15000, // a send without an ack on a live socket is resent (same client_id)
@@ -29,7 +33,13 @@ const RETRY_SEND = new Set(["not_stored", "unavailable", "overloaded", "rate_lim
 // Error codes about a room frame (join/history) worth asking again after a backoff.
 const RETRY_ROOM = new Set(["unavailable", "overloaded", "internal", "history_unavailable"]);
 // The room cannot be joined: stop trying.
-const ROOM_REFUSED = new Set(["room_closed", "not_found", "too_many_rooms"]);
+const ROOM_REFUSED = new Set(["room_closed", "not_found", "too_many_rooms", "removed"]);
+// Frames paced by the message bucket; every other frame is a control frame.
+const MESSAGE_TYPES = new Set(["send", "typing"]);
+// Error codes before `ready` that the server follows with close 4401.
+const CLOSES_4401 = new Set(["bad_token", "not_authenticated", "bad_json", "bad_frame"]);
+// Rooms one join frame may name (the server's limit).
+const MAX_JOIN_ROOMS = 20;
 
 const randomId = () =>
   globalThis.crypto?.randomUUID?.() ??
@@ -56,15 +66,15 @@ export class ChatClient {
   #listeners = new Map();
   #rooms = new Map(); // connection_id -> room state (#room)
   #outbox = []; // unacked sends, oldest first
-  #queue = []; // frames waiting for the token bucket
-  #tokens = 0;
-  #refilled = 0;
+  // Frames waiting for their token bucket: sends and typing, and control frames.
+  #buckets = { message: null, control: null };
   #socket = null;
   #stopped = true;
   #attempt = 0; // reconnect attempts since the last `ready`
-  #timers = { reconnect: null, pump: null, heartbeat: null };
+  #timers = { reconnect: null, heartbeat: null };
   #lastHeard = 0;
   #pingSent = 0;
+  #authError = null; // the server's error frame before `ready`: why the close that follows
 
   constructor({ url, token, getToken, rooms = [], WebSocket: socketClass, ...options } = {}) {
     if (!url) throw new TypeError("ChatClient needs a url");
@@ -78,6 +88,7 @@ export class ChatClient {
       reconnect: { ...DEFAULTS.reconnect, ...options.reconnect },
     };
     this.Socket = socketClass ?? globalThis.WebSocket;
+    this.#resetBuckets();
     this.state = "idle";
     this.user = null;
     for (const id of rooms) this.#room(id);
@@ -119,7 +130,7 @@ export class ChatClient {
 
   join(connectionId) {
     const room = this.#room(connectionId);
-    if (this.state === "connected" && !room.joined) this.#sendJoin(room);
+    if (this.state === "connected" && !room.joined) this.#sendJoins([room]);
     return this;
   }
 
@@ -144,7 +155,8 @@ export class ChatClient {
     const room = this.#rooms.get(connectionId);
     const now = Date.now();
     // Best effort: never queued behind other frames, never more than one per interval.
-    if (!room?.joined || this.#queue.length || now - room.lastTyping < this.options.typingInterval) {
+    const waiting = this.#buckets.message.queue.length;
+    if (!room?.joined || waiting || now - room.lastTyping < this.options.typingInterval) {
       return false;
     }
     room.lastTyping = now;
@@ -216,14 +228,14 @@ export class ChatClient {
     this.#socket = socket;
     socket.onopen = () => {
       if (socket !== this.#socket) return;
-      // The server's rate limit starts after auth, with a full bucket.
-      this.#tokens = this.options.burst;
-      this.#refilled = Date.now();
+      // The server's rate limits start after auth, with full buckets.
+      this.#resetBuckets();
+      this.#authError = null;
       this.#lastHeard = Date.now();
       socket.send(JSON.stringify({ type: "auth", token: this.token }));
     };
     socket.onmessage = (event) => this.#receive(socket, event.data);
-    socket.onclose = (event) => this.#closed(socket, event.code);
+    socket.onclose = (event) => this.#closed(socket, event.code, event.reason);
     socket.onerror = () => {}; // a close event follows
     clearInterval(this.#timers.heartbeat);
     this.#timers.heartbeat = setInterval(() => this.#checkAlive(socket), this.options.heartbeat / 5);
@@ -242,12 +254,16 @@ export class ChatClient {
     }
   }
 
-  #closed(socket, code) {
+  #closed(socket, code, reason) {
     if (socket !== this.#socket) return;
     this.#socket = null;
-    this.#queue = [];
+    this.#resetBuckets();
     this.#pingSent = 0;
-    clearTimeout(this.#timers.pump);
+    // Why: the close frame's reason, else what the server's error frame said.
+    const detail = { code };
+    const why = reason || this.#authError?.message;
+    if (why) detail.reason = why;
+    this.#authError = null;
     clearInterval(this.#timers.heartbeat);
     for (const room of this.#rooms.values()) {
       room.joined = false;
@@ -260,13 +276,13 @@ export class ChatClient {
       entry.sent = false; // resent, same client_id, once the room is joined again
       clearTimeout(entry.timer);
     }
-    if (this.#stopped) return this.#setState("stopped", { code });
+    if (this.#stopped) return this.#setState("stopped", detail);
     if (code === 4403 || (code === 4401 && !this.getToken)) {
       this.#stopped = true; // forbidden, or expired with no way to get a new token
-      return this.#setState("stopped", { code });
+      return this.#setState("stopped", detail);
     }
     const delay = this.#backoff(code);
-    this.#setState("reconnecting", { code, delay });
+    this.#setState("reconnecting", { ...detail, delay });
     this.#reconnectIn(delay, code === 4401);
   }
 
@@ -280,30 +296,42 @@ export class ChatClient {
     return code === 4429 ? afterFlood + jitter : jitter;
   }
 
-  // Frames wait in a queue drained by a token bucket: the server drops frames over
-  // the tenant's rate and closes 4429 on repeated excess. Nothing is queued while
-  // disconnected: on `ready` every join, request and send is made again from state.
+  // Frames wait in queues drained by token buckets, like the server's two limits:
+  // sends and typing at the tenant's rate, every other frame at the control rate.
+  // The server drops frames over either and closes 4429 on repeated excess. Nothing
+  // is queued while disconnected: on `ready` every join, request and send is made
+  // again from state.
   #frame(frame) {
     if (this.state !== "connected") return;
-    this.#queue.push(frame);
-    this.#pump();
+    const bucket = this.#buckets[MESSAGE_TYPES.has(frame.type) ? "message" : "control"];
+    bucket.queue.push(frame);
+    this.#pump(bucket);
   }
 
-  #pump() {
-    clearTimeout(this.#timers.pump);
+  #resetBuckets() {
+    const { framesPerSecond, burst, controlFramesPerSecond, controlBurst } = this.options;
+    for (const bucket of Object.values(this.#buckets)) clearTimeout(bucket?.timer);
+    const now = Date.now();
+    const make = (rate, size) => ({ rate, size, tokens: size, refilled: now, queue: [] });
+    this.#buckets.message = make(framesPerSecond, burst);
+    this.#buckets.control = make(controlFramesPerSecond, controlBurst);
+  }
+
+  #pump(bucket) {
+    clearTimeout(bucket.timer);
     const socket = this.#socket;
     if (!socket || socket.readyState !== OPEN) return;
-    const { framesPerSecond: rate, burst } = this.options;
     const now = Date.now();
-    this.#tokens = Math.min(burst, this.#tokens + ((now - this.#refilled) * rate) / 1000);
-    this.#refilled = now;
-    while (this.#queue.length && this.#tokens >= 1) {
-      this.#tokens -= 1;
-      socket.send(JSON.stringify(this.#queue.shift()));
+    const refill = ((now - bucket.refilled) * bucket.rate) / 1000;
+    bucket.tokens = Math.min(bucket.size, bucket.tokens + refill);
+    bucket.refilled = now;
+    while (bucket.queue.length && bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      socket.send(JSON.stringify(bucket.queue.shift()));
     }
-    if (this.#queue.length) {
-      const wait = ((1 - this.#tokens) * 1000) / rate;
-      this.#timers.pump = setTimeout(() => this.#pump(), Math.ceil(wait));
+    if (bucket.queue.length) {
+      const wait = ((1 - bucket.tokens) * 1000) / bucket.rate;
+      bucket.timer = setTimeout(() => this.#pump(bucket), Math.ceil(wait));
     }
   }
 
@@ -344,7 +372,7 @@ export class ChatClient {
     this.user = frame.user;
     this.#attempt = 0;
     this.#setState("connected");
-    for (const room of this.#rooms.values()) this.#sendJoin(room);
+    this.#sendJoins([...this.#rooms.values()]);
   }
 
   // --- rooms ---------------------------------------------------------------------
@@ -396,8 +424,26 @@ export class ChatClient {
     });
   }
 
+  // One join frame per MAX_JOIN_ROOMS rooms; a single room uses `connection_id`.
+  #sendJoins(rooms) {
+    for (let start = 0; start < rooms.length; start += MAX_JOIN_ROOMS) {
+      const chunk = rooms.slice(start, start + MAX_JOIN_ROOMS);
+      if (chunk.length === 1) {
+        this.#sendJoin(chunk[0]);
+        continue;
+      }
+      // Resume per room: the server replays what came after each room's `since`.
+      const frame = { type: "join", connection_ids: chunk.map((room) => room.id) };
+      const resuming = chunk.filter((room) => room.seq != null);
+      if (resuming.length) frame.since = Object.fromEntries(resuming.map((r) => [r.id, r.seq]));
+      const epochs = resuming.filter((room) => room.epoch != null);
+      if (epochs.length) frame.epoch = Object.fromEntries(epochs.map((r) => [r.id, r.epoch]));
+      this.#frame(frame);
+      for (const room of chunk) this.#awaitJoined(room);
+    }
+  }
+
   #sendJoin(room) {
-    room.joined = false;
     const frame = { type: "join", connection_id: room.id };
     if (room.seq != null) {
       // Resume: the server replays what came after `since`, or says it cannot.
@@ -405,6 +451,12 @@ export class ChatClient {
       if (room.epoch != null) frame.epoch = room.epoch;
     }
     this.#frame(frame);
+    this.#awaitJoined(room);
+  }
+
+  // Not joined within requestTimeout: ask again (for this room alone).
+  #awaitJoined(room) {
+    room.joined = false;
     clearTimeout(room.joinTimer);
     room.joinTimer = setTimeout(() => {
       if (this.#rooms.get(room.id) === room && !room.joined && this.state === "connected") {
@@ -439,6 +491,10 @@ export class ChatClient {
       seq: frame.seq ?? null,
       epoch: frame.epoch ?? null,
       recovered,
+      // The room's users now ([{id, name, role}]), from servers that send them.
+      ...(Array.isArray(frame.members)
+        ? { members: frame.members, memberCount: frame.member_count ?? frame.members.length }
+        : {}),
     });
     if (room.requests.length) this.#sendHistory(room); // asked before a disconnect
     if (!recovered) this.#fill(room);
@@ -637,6 +693,16 @@ export class ChatClient {
 
   #error(frame) {
     const { code, ref } = frame;
+    if (this.state !== "connected") {
+      // Before `ready`: why the server refuses this socket (a close follows). The
+      // message names the failed check (bad signature, expired 5 min ago, ...).
+      this.#authError = frame;
+      // 4403 follows `forbidden`: never again; 4401 follows a token or first-frame
+      // problem: again with a fresh token, if getToken can give one; others: backoff.
+      const willRetry = code !== "forbidden" && (!CLOSES_4401.has(code) || !!this.getToken);
+      this.#emit("error", { ...withoutType(frame), willRetry });
+      return;
+    }
     const entry = this.#outbox.find((e) => e.clientId === ref);
     let willRetry = false;
     if (entry) {
@@ -658,7 +724,7 @@ export class ChatClient {
       this.#emit("error", { ...withoutType(frame), willRetry, send });
       return;
     }
-    const room = this.#rooms.get(ref);
+    const room = this.#rooms.get(frame.connection_id ?? ref);
     if (room && ROOM_REFUSED.has(code)) {
       this.#forget(room, code);
     } else if (room && code === "not_joined") {
