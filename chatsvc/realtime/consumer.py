@@ -7,6 +7,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from channels.consumer import get_handler_name
@@ -254,7 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._reject(rejected.close_code, error, check=rejected.check, kid=rejected.kid)
             return
         origin = self._origin()
-        if not user.tenant.origin_allowed(origin):
+        if not (self._same_origin(origin) or user.tenant.origin_allowed(origin)):
             error = FrameError(
                 "forbidden", f"origin {(origin or '')[:60]!r} is not allowed for this tenant"
             )
@@ -476,6 +477,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if name == b"origin":
                 return value.decode("latin-1")
         return None
+
+    def _same_origin(self, origin: str | None) -> bool:
+        """A page chatsvc serves itself (the demo, the LTI chat page inside an LMS's
+        iframe) is always allowed: the tenant's origins list the LMS's own pages."""
+        if not origin:
+            return False
+        host = next((v for n, v in self.scope.get("headers", []) if n == b"host"), b"")
+        return urlsplit(origin).netloc == host.decode("latin-1")
 
     async def _send(self, frame: dict) -> None:
         if not self.closed:

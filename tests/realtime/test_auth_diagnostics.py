@@ -261,6 +261,20 @@ async def test_origin_not_allowed_is_named(transactional_db, aws, connect):
     assert reason == "origin 'https://evil.example.com' is not allowed for this tenant"
 
 
+async def test_pages_chatsvc_serves_itself_pass_a_tenants_origin_list(transactional_db, aws):
+    """The LTI chat page runs on chatsvc's own origin inside the LMS's iframe."""
+    from tests.realtime.conftest import Client
+
+    issued = await async_db(factories.tenant_with_key)("lms", origins=["https://lms.example.edu"])
+    client = await Client(origin="http://127.0.0.1:8000", host="127.0.0.1:8000").open()
+    await client.send(auth(factories.token_for(issued)))
+    assert (await client.recv())["type"] == "ready"
+    await client.comm.disconnect()
+    other = await Client(origin="http://127.0.0.1:8000.evil.com", host="127.0.0.1:8000").open()
+    error, code, _ = await rejected(other, auth(factories.token_for(issued)))
+    assert (error["code"], code) == ("forbidden", 4403)
+
+
 async def test_live_sockets_are_told_why_they_are_closed(world, connect):
     client = await connect(factories.token_for(world.acme))
     await async_db(revoke_key)(key=world.acme.key)
