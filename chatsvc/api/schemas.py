@@ -122,6 +122,8 @@ class ConnectionsQuery(Schema):
     )
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Page size.")
 
+    _plain_text = field_validator("metadata")(_storable)
+
     def metadata_pairs(self) -> list[tuple[str, str]]:
         return [tuple(item.split(":", 1)) for item in self.metadata]
 

@@ -150,8 +150,12 @@ def room_for_launch(*, platform: Platform, claims: dict) -> Room:
         "resource_link_id": key.resource_link_id,
     }
     existing = CourseRoom.objects.select_related("room").filter(**lookup).first()
-    if existing is not None:
+    if existing is not None and existing.room.tenant_id == platform.tenant_id:
         return existing.room
+    if existing is not None:
+        # The registration moved to another tenant: its courses get that tenant's
+        # rooms (the old ones stay the old tenant's, untouched).
+        existing.delete()
     try:
         with transaction.atomic():
             room = open_room(

@@ -258,17 +258,32 @@ def _refusal_for(exc: LtiException, claims: dict) -> Refusal:
 
 def _validated_launch(request) -> tuple[Platform, dict]:
     claims = _unverified_claims(request)
-    launch = ChatMessageLaunch(
-        request,
-        DjangoToolConfig(),
-        launch_data_storage=DjangoCacheDataStorage(),
-        requests_session=_PlatformHttp(),
-    )
     try:
+        # Built inside the try: over HTTPS its storage wants pylti1p3's session
+        # cookie, which browsers that block cookies in frames never send.
+        launch = ChatMessageLaunch(
+            request,
+            DjangoToolConfig(),
+            launch_data_storage=DjangoCacheDataStorage(),
+            requests_session=_PlatformHttp(),
+        )
         launch.validate()
     except LtiException as exc:
+        if "cookie" in str(exc) and "session" in str(exc):
+            raise Refusal(
+                403,
+                "state_mismatch",
+                "Your browser did not keep the chat's sign-in cookie.",
+                "Browsers that block cookies in frames lose it; allow them for this "
+                "site, or open the course in a new window.",
+            ) from exc
         raise _refusal_for(exc, claims) from exc
     claims = launch.get_launch_data()
+    # Spent before any check of ours: a launch refused below (an inactive
+    # deployment) can never be replayed once an operator activates it.
+    nonce_fresh = services.consume_nonce(
+        issuer=claims.get("iss"), nonce=str(claims.get("nonce")), expires_at=claims.get("exp")
+    )
     tool_config = launch.get_tool_conf()
     registration, deployment = tool_config.registration, tool_config.deployment
 
@@ -289,9 +304,7 @@ def _validated_launch(request) -> tuple[Platform, dict]:
             f"{registration.issuer!r} is not active. An administrator activates it in "
             "the chat service's admin (LTI registrations → deployments).",
         )
-    if not services.consume_nonce(
-        issuer=registration.issuer, nonce=str(claims.get("nonce")), expires_at=claims.get("exp")
-    ):
+    if not nonce_fresh:
         raise Refusal(
             403,
             "replayed_nonce",

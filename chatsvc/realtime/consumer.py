@@ -27,6 +27,7 @@ from chatsvc.realtime.protocol import (
     MESSAGE_TYPES,
     ClientFrame,
     FrameError,
+    cost_of,
     decode,
     join_targets,
     kind_of,
@@ -168,7 +169,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is not None:
             await connection_limits.user_sockets().release(self.user, self.socket_id)
         for connection_id in list(self.rooms):
-            await self._leave_room(connection_id, notify_self=False)
+            try:
+                await self._leave_room(connection_id, notify_self=False)
+            except Exception:  # one room's failure must not keep the socket in the others
+                logger.exception("leaving a room on disconnect failed")
         if self.user is not None:
             await hub().leave(events.tenant_group(self.user.tenant.id), self)
 
@@ -328,15 +332,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not room.is_open:
             raise FrameError("room_closed", "the room is closed", connection_id)
         self.rooms.add(connection_id)
+        entered = None
         try:
             await hub().join(events.room_group(connection_id), self)
             entered = await presence.enter(self, connection_id)
             extra = entered.members.fields()
             await hub().join_room(self, connection_id, since=since, epoch=epoch, extra=extra)
         except BaseException:
-            await self._leave_room(connection_id, notify_self=False, announce=False)
+            await self._roll_back_join(connection_id, entered)
             raise
+        if connection_id not in self.rooms:
+            # Removed, closed or revoked while the join waited (its `left` is sent):
+            # take the socket out of the feed the join just put it in.
+            await self._leave_room(connection_id, notify_self=False, announce=False)
+            return
         if entered.first:  # the user's first socket in the room
+            await self._presence(connection_id, "joined")
+
+    async def _roll_back_join(self, connection_id: str, entered) -> None:
+        last = await self._leave_room(connection_id, notify_self=False, announce=False)
+        if entered is not None and entered.first and not last:
+            # Another socket of the user joined meanwhile and, not being the
+            # first, announced nothing: the room must still hear of the user.
             await self._presence(connection_id, "joined")
 
     async def on_leave(self, frame: ClientFrame) -> None:
@@ -449,7 +466,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave_room(
         self, connection_id: str, *, notify_self: bool, announce: bool = True
-    ) -> None:
+    ) -> bool:
+        """Leave the room; True when this was the user's last socket in it."""
         self.rooms.discard(connection_id)
         await hub().leave_room(self, connection_id)
         await hub().leave(events.room_group(connection_id), self)
@@ -458,6 +476,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "left", "connection_id": connection_id})
         if announce and last:
             await self._presence(connection_id, "left")
+        return last
 
     async def _presence(self, connection_id: str, event: str) -> None:
         frame = {
@@ -499,7 +518,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             bucket, what = self.bucket, "messages (send, typing)"
         else:
             bucket, what = self.control_bucket, "control frames"
-        if bucket.take():
+        if bucket.take(cost_of(data)):
             return True
         limit = f"{bucket.rate:g}/s, burst {bucket.burst:g}"
         # The ref tells the client which send to retry.

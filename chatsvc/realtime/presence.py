@@ -36,6 +36,7 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging import runtime
@@ -314,11 +315,12 @@ async def enter(socket, connection_id: str) -> Added:
 async def leave(socket, connection_id: str) -> bool:
     """Take a socket out of the room's presence; True when it was its user's last one.
 
-    Never raises: while Redis is unreachable the entry stays and fades out unrenewed.
+    Never raises: while Redis is unreachable (or refuses: a demoted primary's
+    READONLY, OOM) the entry stays and fades out unrenewed.
     """
     try:
         return await store().remove(connection_id, socket.socket_id) is not None
-    except REDIS_OUTAGES as exc:
+    except (*REDIS_OUTAGES, RedisError) as exc:
         logger.warning("presence not updated: Redis unavailable", extra={"error": str(exc)})
         return False
 

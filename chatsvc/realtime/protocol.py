@@ -131,6 +131,14 @@ def kind_of(data) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def cost_of(data) -> int:
+    """Rate-limit tokens a frame spends: a join pays for each room it names (a
+    lookup each), at most MAX_JOIN_ROOMS; every other frame pays one."""
+    if kind_of(data) == "join" and isinstance(data.get("connection_ids"), list):
+        return max(1, min(len(data["connection_ids"]), MAX_JOIN_ROOMS))
+    return 1
+
+
 def join_targets(frame: ClientFrame) -> list[tuple[str, int | None, str | None]]:
     """The rooms a valid `join` names, in order, each with its `since` and `epoch`."""
     since, epoch = frame.data.get("since"), frame.data.get("epoch")

@@ -21,12 +21,12 @@ class TokenBucket:
         self.clock = clock
         self.updated = clock()
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1) -> bool:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 

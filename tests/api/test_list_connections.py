@@ -141,3 +141,9 @@ def test_postgres_serves_the_metadata_filter_from_the_gin_index(acme):
             return "\n".join(row[0] for row in cursor.fetchall())
 
     assert "rooms_room_metadata_gin" in plan(metadata=[("course_id", "7")])
+
+
+def test_a_metadata_filter_with_a_nul_is_a_422_not_a_500(listing):
+    response = listing("?metadata=a:%00")
+    assert response.status_code == 422
+    assert "control characters" in response.content.decode()

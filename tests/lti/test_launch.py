@@ -264,3 +264,10 @@ def test_a_removed_or_revoked_user_cannot_renew_or_relaunch(launcher, registered
     RoomRemoval.objects.create(room=room, user_id=user_id)
     refused(launcher.launch(user="student"), 403, "removed")
     assert launcher.launch(user="teacher").status_code == 200
+
+
+def test_an_https_launch_without_the_login_cookie_says_so_not_500(registered, client):
+    """Browsers that block cookies in frames drop pylti1p3's session cookie."""
+    response = client.post("/lti/launch/", {"id_token": "x.y.z", "state": "s"}, secure=True)
+    text = refused(response, 403, "state_mismatch")
+    assert "cookie" in text

@@ -170,9 +170,10 @@ async def test_several_rooms_resume_with_per_room_since_and_epoch(world, connect
     assert "recovered" not in frames[3] and frames[3]["connection_id"] == other  # a plain join
 
 
-async def test_one_multi_join_counts_as_one_control_frame(world, connect, settings):
+async def test_a_multi_join_spends_a_control_token_per_room(world, connect, settings):
+    """Each room named is a lookup: five rooms need five tokens, not one."""
     settings.CHAT_CONTROL_FRAMES_PER_SECOND = 0.01
-    settings.CHAT_CONTROL_BURST = 1
+    settings.CHAT_CONTROL_BURST = 5
     rooms = [world.room.connection_id] + [
         (await async_db(factories.room_for)(world.acme, f"R{n}")).connection_id for n in range(4)
     ]
@@ -180,6 +181,9 @@ async def test_one_multi_join_counts_as_one_control_frame(world, connect, settin
     await client.send({"type": "join", "connection_ids": rooms})
     frames = await frames_until(client, 5)
     assert [f["connection_id"] for f in frames if f["type"] == "joined"] == rooms
+    await client.send({"type": "join", "connection_ids": rooms[:1]})  # the bucket is empty
+    (refused,) = await frames_until(client, 1)
+    assert refused["code"] == "rate_limited" and "control frames" in refused["message"]
 
 
 async def test_rooms_past_the_socket_limit_get_their_own_error(world, connect, settings):

@@ -325,12 +325,14 @@ export class ChatClient {
     const refill = ((now - bucket.refilled) * bucket.rate) / 1000;
     bucket.tokens = Math.min(bucket.size, bucket.tokens + refill);
     bucket.refilled = now;
-    while (bucket.queue.length && bucket.tokens >= 1) {
-      bucket.tokens -= 1;
+    // A join pays for each room it names, like on the server.
+    const cost = (frame) => Math.max(1, frame.connection_ids?.length ?? 1);
+    while (bucket.queue.length && bucket.tokens >= cost(bucket.queue[0])) {
+      bucket.tokens -= cost(bucket.queue[0]);
       socket.send(JSON.stringify(bucket.queue.shift()));
     }
     if (bucket.queue.length) {
-      const wait = ((1 - bucket.tokens) * 1000) / bucket.rate;
+      const wait = ((cost(bucket.queue[0]) - bucket.tokens) * 1000) / bucket.rate;
       bucket.timer = setTimeout(() => this.#pump(bucket), Math.ceil(wait));
     }
   }
