@@ -58,6 +58,16 @@ class _PlatformHttp(requests.Session):
 # --- helpers ---------------------------------------------------------------------
 
 
+class ToolConfig(DjangoToolConfig):
+    """django-lti's lookup, except that the login URL naming a registration
+    (`/lti/login/<uuid>/`) also works for platforms that send no client_id."""
+
+    def find_registration_by_params(self, iss, client_id, *args, **kwargs):
+        if client_id is None and self.registration_uuid is not None:
+            return self.find_registration_by_issuer(iss)
+        return super().find_registration_by_params(iss, client_id, *args, **kwargs)
+
+
 def ensure_tool_key() -> None:
     """The tool needs one active key pair (its JWKS); make it on first use."""
     if not Key.objects.active().exists():
@@ -143,7 +153,7 @@ def login(request, registration_uuid=None):
     ensure_tool_key()
     oidc = DjangoOIDCLogin(
         request,
-        DjangoToolConfig(registration_uuid),
+        ToolConfig(registration_uuid),
         launch_data_storage=DjangoCacheDataStorage(),
     )
     try:

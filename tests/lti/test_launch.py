@@ -271,3 +271,10 @@ def test_an_https_launch_without_the_login_cookie_says_so_not_500(registered, cl
     response = client.post("/lti/launch/", {"id_token": "x.y.z", "state": "s"}, secure=True)
     text = refused(response, 403, "state_mismatch")
     assert "cookie" in text
+
+
+def test_the_login_url_naming_a_registration_needs_no_client_id(registered, client, platform):
+    url = f"/lti/login/{registered.registration.uuid}/"
+    response = client.get(url, {"iss": platform.issuer, "login_hint": "x", "target_link_uri": "x"})
+    assert response.status_code == 302, response.content.decode()
+    assert response["Location"].startswith(platform.auth_url)
