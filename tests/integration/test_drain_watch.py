@@ -20,6 +20,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 TARGET = {"Id": "10.0.1.5", "Port": 8000}
 
 
+async def closed_since(socket, start: float, timeout: float) -> tuple[float, int]:
+    """(seconds from `start` until the socket closed, its close code)."""
+    async with asyncio.timeout(timeout):
+        try:
+            async for _ in socket:  # read on: the close frame queues behind the others
+                pass
+        except websockets.ConnectionClosed:
+            pass
+    return time.monotonic() - start, socket.close_code
+
+
 @pytest.fixture
 def target_group(aws):
     def client(service):
@@ -70,16 +81,7 @@ async def test_deregistration_starts_a_spread_1012_drain_before_sigterm(start_se
     deregistered = time.monotonic()
     await asyncio.to_thread(elb.deregister_targets, TargetGroupArn=arn, Targets=[TARGET])
 
-    async def closed_at(socket):
-        async with asyncio.timeout(10):
-            try:
-                async for _ in socket:  # read on: the close frame queues behind the others
-                    pass
-            except websockets.ConnectionClosed:
-                pass
-        return time.monotonic() - deregistered, socket.close_code
-
-    closes = await asyncio.gather(*(closed_at(socket) for socket in sockets))
+    closes = await asyncio.gather(*(closed_since(s, deregistered, 10) for s in sockets))
     assert {code for _, code in closes} == {1012}
     moments = sorted(moment for moment, _ in closes)
     assert moments[-1] - moments[0] > 1.0  # spread over the drain window, not all at once
@@ -124,16 +126,7 @@ async def test_after_a_swap_the_old_colour_moves_production_sockets_off_graduall
         elb.add_tags, ResourceArns=[arn], Tags=[{"Key": "live", "Value": "false"}]
     )
 
-    async def closed_at(socket):
-        async with asyncio.timeout(15):
-            try:
-                async for _ in socket:
-                    pass
-            except websockets.ConnectionClosed:
-                pass
-        return time.monotonic() - demoted, socket.close_code
-
-    closes = await asyncio.gather(*(closed_at(socket) for socket in production))
+    closes = await asyncio.gather(*(closed_since(s, demoted, 15) for s in production))
     assert {code for _, code in closes} == {1012}
     moments = sorted(moment for moment, _ in closes)
     assert moments[-1] - moments[0] > 1.0  # spread, not all at once
