@@ -30,6 +30,23 @@ class Tenant(models.Model):
     retention_days = models.PositiveIntegerField(
         default=365, help_text="Days messages are kept in history; 0 keeps them forever."
     )
+    message_edit_seconds = models.PositiveIntegerField(
+        default=900,
+        validators=[MaxValueValidator(30 * 86400)],
+        help_text="How long after sending a user may edit their message; 0: no edits. "
+        "Deleting one's own message has no time limit.",
+    )
+    attachment_max_bytes = models.PositiveIntegerField(
+        default=10 * 1024 * 1024,
+        validators=[MaxValueValidator(100 * 1024 * 1024)],
+        help_text="Largest file a user may attach, in bytes; 0: no attachments.",
+    )
+    attachment_types = models.TextField(
+        default="image/png\nimage/jpeg\nimage/gif\nimage/webp\napplication/pdf\ntext/plain",
+        blank=True,
+        help_text="Content types users may attach, one per line (checked against the "
+        "uploaded bytes, not the name). Empty: none.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -41,6 +58,10 @@ class Tenant(models.Model):
     @property
     def origins(self) -> list[str]:
         return [line.strip() for line in self.allowed_origins.splitlines() if line.strip()]
+
+    @property
+    def allowed_attachment_types(self) -> list[str]:
+        return [line.strip() for line in self.attachment_types.splitlines() if line.strip()]
 
     def origin_allowed(self, origin: str | None) -> bool:
         # Non-browser clients send no Origin; browsers always do, and can't fake it.
