@@ -68,6 +68,33 @@ def aws(moto_endpoint, settings):
     return SimpleNamespace(endpoint=moto_endpoint, queue_url=queue_url, dlq_url=dlq_url, table=name)
 
 
+@pytest.fixture
+def bucket(moto_endpoint, settings):
+    """(Attachments) A fresh bucket on the moto server; the attachments storage pointed at it."""
+    from chatsvc.aws import clients, provision
+
+    settings.AWS_ENDPOINT_URL = moto_endpoint
+    settings.AWS_REGION = "us-east-1"
+    name = f"attachments-{uuid.uuid4().hex[:10]}"
+    s3 = clients.client("s3")
+    provision.ensure_bucket(s3, name, cors_origins=["http://127.0.0.1:8000"])
+    settings.CHAT_ATTACHMENTS_BUCKET = name
+    attachments = settings.STORAGES["attachments"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            **attachments,
+            "OPTIONS": {
+                **attachments["OPTIONS"],
+                "bucket_name": name,
+                "endpoint_url": moto_endpoint,
+                "region_name": "us-east-1",
+            },
+        },
+    }
+    return SimpleNamespace(name=name, s3=s3, endpoint=moto_endpoint)
+
+
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     """Production serves hashed names from collectstatic's manifest; tests don't collect."""

@@ -1,4 +1,4 @@
-"""Shapes of the queue, dead-letter queue and table, and their provisioning.
+"""Shapes of the queue, dead-letter queue, table and attachments bucket, and their provisioning.
 
 These are the same shapes that cloudformation/data.yaml creates; a test
 (tests/infra/test_shapes_match.py) keeps the two from drifting apart. The
@@ -25,6 +25,21 @@ TABLE_ATTRIBUTES = [
 ]
 TABLE_BILLING_MODE = "PAY_PER_REQUEST"
 TABLE_TTL_ATTRIBUTE = "expires_at"
+
+# The attachments bucket: browsers POST uploads (presigned) and GET downloads
+# (presigned) from the tenants' origins; cloudformation/data.yaml has the same
+# CORS rule and incomplete-upload rule, plus KMS, TLS-only and expiry.
+BUCKET_CORS_METHODS = ["GET", "POST"]
+BUCKET_CORS_HEADERS = ["*"]
+BUCKET_CORS_EXPOSE = ["ETag"]
+BUCKET_CORS_MAX_AGE = 3000
+BUCKET_ABORT_INCOMPLETE_DAYS = 1
+BUCKET_PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
 
 
 def ensure_queue(sqs, name: str) -> tuple[str, str]:
@@ -54,4 +69,57 @@ def ensure_table(dynamodb, name: str) -> None:
     dynamodb.update_time_to_live(
         TableName=name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TABLE_TTL_ATTRIBUTE},
+    )
+
+
+def bucket_cors_rule(origins: list[str]) -> dict:
+    return {
+        "AllowedMethods": BUCKET_CORS_METHODS,
+        "AllowedOrigins": origins,
+        "AllowedHeaders": BUCKET_CORS_HEADERS,
+        "ExposeHeaders": BUCKET_CORS_EXPOSE,
+        "MaxAgeSeconds": BUCKET_CORS_MAX_AGE,
+    }
+
+
+def ensure_bucket(s3, name: str, *, cors_origins: list[str]) -> None:
+    """Create (or find) the attachments bucket: private, encrypted, CORS for the
+    given browser origins, incomplete multipart uploads aborted after a day."""
+    try:
+        s3.head_bucket(Bucket=name)
+    except s3.exceptions.ClientError:
+        region = s3.meta.region_name
+        location = (
+            {}
+            if region == "us-east-1"
+            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
+        s3.create_bucket(Bucket=name, **location)
+    s3.put_public_access_block(
+        Bucket=name, PublicAccessBlockConfiguration=BUCKET_PUBLIC_ACCESS_BLOCK
+    )
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    if cors_origins:
+        s3.put_bucket_cors(
+            Bucket=name, CORSConfiguration={"CORSRules": [bucket_cors_rule(cors_origins)]}
+        )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=name,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-incomplete-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {
+                        "DaysAfterInitiation": BUCKET_ABORT_INCOMPLETE_DAYS
+                    },
+                }
+            ]
+        },
     )

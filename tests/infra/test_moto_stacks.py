@@ -279,3 +279,28 @@ def test_queue_redrives_to_its_dlq_after_five_receives(aws, data):
     ]
     assert dlq["MessageRetentionPeriod"] == "1209600"
     assert dlq["KmsMasterKeyId"] == KEY_ARN
+
+
+def test_attachments_bucket_is_named_for_the_tasks_and_encrypted_with_the_key(aws):
+    outputs = create_stack(
+        aws,
+        "data-attachments",
+        "data.yaml",
+        Prefix="chatsvc-staging",
+        KmsKeyArn=KEY_ARN,
+        AttachmentCorsOrigins="https://lms.example.edu,https://canvas.example.com",
+        AttachmentExpirationDays=400,
+    )
+    name = outputs["AttachmentsBucketName"]
+    # The name web-service.yaml and worker.yaml derive from the table's prefix.
+    assert name == f"chatsvc-staging-attachments-123456789012-{REGION}"
+    assert outputs["TableName"] == "chatsvc-staging-messages"
+    assert outputs["AttachmentsBucketArn"] == f"arn:aws:s3:::{name}"
+    s3 = aws("s3")
+    (rule,) = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": KEY_ARN,
+    }
+    # moto's CloudFormation applies no CORS, lifecycle, public access block or
+    # ownership to a bucket: test_shapes_match checks them in the template.

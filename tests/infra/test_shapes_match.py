@@ -82,3 +82,70 @@ def test_cloud_table_adds_recovery_and_encryption(resources):
     assert table["SSESpecification"]["SSEType"] == "KMS"
     main, dlq = queues(resources)
     assert main["KmsMasterKeyId"] == dlq["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
+
+
+def attachments_bucket(resources) -> dict:
+    (bucket,) = of_type(resources, "AWS::S3::Bucket")
+    return bucket
+
+
+def test_bucket_cors_and_incomplete_upload_rule_match(resources):
+    bucket = attachments_bucket(resources)
+    condition, cors, absent = bucket["CorsConfiguration"]["Fn::If"]
+    assert condition == "HasAttachmentCorsOrigins" and absent == {"Ref": "AWS::NoValue"}
+    (rule,) = cors["CorsRules"]
+    local = provision.bucket_cors_rule(["<origins>"])
+    assert rule == {
+        "AllowedMethods": local["AllowedMethods"],
+        "AllowedOrigins": {"Ref": "AttachmentCorsOrigins"},
+        "AllowedHeaders": local["AllowedHeaders"],
+        "ExposedHeaders": local["ExposeHeaders"],
+        "MaxAge": local["MaxAgeSeconds"],
+    }
+    abort, expire = bucket["LifecycleConfiguration"]["Rules"]
+    assert abort == {
+        "Id": "abort-incomplete-uploads",
+        "Status": "Enabled",
+        "AbortIncompleteMultipartUpload": {
+            "DaysAfterInitiation": provision.BUCKET_ABORT_INCOMPLETE_DAYS
+        },
+    }
+    # Expiry only when the operator sets AttachmentExpirationDays (0: never).
+    assert expire["Fn::If"] == [
+        "HasAttachmentExpiration",
+        {
+            "Id": "expire-attachments",
+            "Status": "Enabled",
+            "ExpirationInDays": {"Ref": "AttachmentExpirationDays"},
+        },
+        {"Ref": "AWS::NoValue"},
+    ]
+    params = load("data.yaml")["Parameters"]
+    assert params["AttachmentCorsOrigins"]["Default"] == ""
+    assert params["AttachmentExpirationDays"]["Default"] == 0
+
+
+def test_cloud_bucket_is_private_kms_encrypted_tls_only_and_unversioned(resources):
+    bucket = attachments_bucket(resources)
+    assert bucket["PublicAccessBlockConfiguration"] == provision.BUCKET_PUBLIC_ACCESS_BLOCK
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (encryption,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption == {
+        "ServerSideEncryptionByDefault": {
+            "SSEAlgorithm": "aws:kms",
+            "KMSMasterKeyID": {"Ref": "KmsKeyArn"},
+        },
+        "BucketKeyEnabled": True,
+    }
+    # Deleting a message must delete its bytes: no noncurrent versions kept.
+    assert "VersioningConfiguration" not in bucket
+    (policy,) = of_type(resources, "AWS::S3::BucketPolicy")
+    assert policy["Bucket"] == {"Ref": "AttachmentsBucket"}
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        {"Fn::GetAtt": ["AttachmentsBucket", "Arn"]},
+        {"Fn::Sub": "${AttachmentsBucket.Arn}/*"},
+    ]
