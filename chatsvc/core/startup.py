@@ -19,6 +19,9 @@ def production_problems() -> list[str]:
         problems.append("ALLOWED_HOSTS must name the service's hosts, not '*'")
     if not settings.CHAT_QUEUE_URL:
         problems.append("CHAT_QUEUE_URL must be set")
+    if settings.CHAT_WEBHOOK_ALLOW_PRIVATE:
+        # Webhooks could then reach the VPC and the instance metadata endpoint (SSRF).
+        problems.append("CHAT_WEBHOOK_ALLOW_PRIVATE must be off")
     return problems
 
 

@@ -3,12 +3,15 @@ revoking a user tells the live sockets at once (chatsvc.realtime.revocation)."""
 
 import logging
 
+from django.db import transaction
 from django.utils import timezone
 
+from chatsvc.core.ulid import new_ulid
 from chatsvc.messaging import runtime
 from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
 from chatsvc.streams import StreamUnavailable
 from chatsvc.tenants.models import Tenant
+from chatsvc.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -24,23 +27,55 @@ def open_room(*, tenant: Tenant, title: str = "", metadata: dict | None = None) 
 
 
 def close_room(*, room: Room) -> Room:
-    if room.is_open:
-        room.status = Room.Status.CLOSED
-        room.closed_at = timezone.now()
-        room.save(update_fields=["status", "closed_at"])  # members leave: realtime.revocation
+    with transaction.atomic():
+        # The row lock makes one close win: one closed_at, one room.closed webhook.
+        current = Room.objects.select_for_update().only("status", "closed_at").get(pk=room.pk)
+        room.status, room.closed_at = current.status, current.closed_at
+        if room.is_open:
+            room.status = Room.Status.CLOSED
+            room.closed_at = timezone.now()
+            room.save(update_fields=["status", "closed_at"])  # members leave: realtime.revocation
+            outbox.record([_room_closed_event(room)])  # commits with the close
     return room
+
+
+def _room_closed_event(room: Room) -> dict:
+    return {
+        "id": new_ulid(),
+        "type": outbox.ROOM_CLOSED,
+        "tenant_id": room.tenant_id,
+        "connection_id": room.connection_id,
+        "occurred_at": room.closed_at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "connection_id": room.connection_id,
+            "title": room.title,
+            "metadata": room.metadata,
+            "closed_at": room.closed_at.isoformat().replace("+00:00", "Z"),
+        },
+    }
 
 
 # --- membership: removals and revocations -------------------------------------------
 # Publishing is realtime.revocation's job (model signals after commit, and its sweep).
 
 
-def remove_member(*, room: Room, user_id: str) -> RoomRemoval:
-    """The user leaves the room on every socket and cannot rejoin until re-admitted.
+def remove_member(
+    *, room: Room, user_id: str, until=None, by: str = "", reason: str = ""
+) -> RoomRemoval:
+    """The user leaves the room on every socket and cannot rejoin until re-admitted
+    (or until `until`: a timed ban).
 
-    Idempotent: removing again keeps the first removal.
+    Idempotent: removing again keeps the first removal; a moderator's ban
+    replaces it (its end, who, why).
     """
-    removal, _ = RoomRemoval.objects.get_or_create(room=room, user_id=user_id)
+    if until is None and not by and not reason:
+        removal, _ = RoomRemoval.objects.get_or_create(room=room, user_id=user_id)
+        return removal
+    removal, _ = RoomRemoval.objects.update_or_create(
+        room=room,
+        user_id=user_id,
+        defaults={"until": until, "removed_by": by, "reason": reason, "removed_at": timezone.now()},
+    )
     return removal
 
 

@@ -79,6 +79,13 @@ def test_production_refuses_insecure_defaults(settings):
     settings.ALLOWED_HOSTS = ["*"]
     with pytest.raises(ImproperlyConfigured, match="ALLOWED_HOSTS"):
         assert_safe_for_production()
+    settings.ALLOWED_HOSTS = ["chat.example.edu"]
+    settings.CHAT_QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/chat"
+    settings.CHAT_WEBHOOK_ALLOW_PRIVATE = True  # webhooks into the VPC: SSRF
+    with pytest.raises(ImproperlyConfigured, match="CHAT_WEBHOOK_ALLOW_PRIVATE"):
+        assert_safe_for_production()
+    settings.CHAT_WEBHOOK_ALLOW_PRIVATE = False
+    assert_safe_for_production()
 
 
 @pytest.mark.parametrize("command", [["check", "--deploy"], ["consume_queue", "--once"]])

@@ -263,6 +263,7 @@ def test_the_other_release_alarms_page_and_are_not_watched_by_the_bake():
             "table-write-throttles",
             "table-read-throttles",
             "swap-lambda-errors",
+            "webhook-endpoint-disabled",
         )
     }
     for name in others:
@@ -580,3 +581,20 @@ def test_platform_alarms_page_the_notifications_topic_without_a_cycle():
     notifications = json.dumps(root["Resources"]["Notifications"])
     assert "Database" not in notifications and "Cache" not in notifications
     assert "DependsOn" not in root["Resources"]["Notifications"]
+
+
+def test_the_webhook_alarm_watches_what_the_log_filter_counts():
+    """The alarm's metric exists only if the cluster's metric filter makes it, from the
+    exact line the webhook sender logs when it disables an endpoint."""
+    from chatsvc.webhooks.sender import DISABLED_LOG_LINE
+
+    alarm = release_alarms("green")[f"{PREFIX}-webhook-endpoint-disabled"]
+    cluster = load("cluster.yaml")
+    [metric_filter] = [
+        r["Properties"]
+        for r in cluster["Resources"].values()
+        if r["Type"] == "AWS::Logs::MetricFilter"
+    ]
+    [transformation] = metric_filter["MetricTransformations"]
+    assert transformation["MetricName"] == alarm["MetricName"] == "WebhookEndpointsDisabled"
+    assert metric_filter["FilterPattern"] == f'{{ $.message = "{DISABLED_LOG_LINE}" }}'

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from chatsvc.aws import clients
 from chatsvc.core.startup import assert_safe_for_production
 from chatsvc.messaging import worker
+from chatsvc.webhooks import sender as webhook_sender
 
 logger = logging.getLogger("chatsvc.messaging.worker")
 
@@ -78,6 +79,11 @@ class Command(BaseCommand):
         consumer = worker.QueueWorker(
             options=worker_options, sqs=clients.sqs(), dynamodb=clients.dynamodb()
         )
+        # Webhook deliveries go out from this process too (not in drain mode):
+        # its own threads, so a slow endpoint never holds up the queue.
+        webhooks = None
+        if settings.CHAT_WEBHOOK_IN_WORKER and not options["once"]:
+            webhooks = webhook_sender.start_in_thread()
 
         def request_stop(signum, frame):
             name = signal.Signals(signum).name
@@ -91,6 +97,8 @@ class Command(BaseCommand):
                 os._exit(128 + signum)
             logger.info("stopping", extra={"signal": name})
             consumer.stop()
+            if webhooks:
+                webhooks[0].stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -99,6 +107,10 @@ class Command(BaseCommand):
         except (ClientError, BotoCoreError) as exc:
             # Only the start-up call (the queue's attributes) gets here: bad configuration.
             raise CommandError(f"cannot read queue {settings.CHAT_QUEUE_URL}: {exc}") from exc
+        finally:
+            if webhooks:  # sends in flight finish, each within its timeout
+                webhooks[0].stop()
+                webhooks[1].join(webhook_sender.STOP_TIMEOUT_SECONDS)
         if consumer.gave_up:
             raise CommandError(
                 f"gave up draining {settings.CHAT_QUEUE_URL}: "

@@ -1,0 +1,1 @@
+"""Webhooks: tenants' endpoints, the delivery outbox and its sender (docs/webhooks.md)."""
