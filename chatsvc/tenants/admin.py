@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.db.models import Count, Q
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from chatsvc.tenants import services
 from chatsvc.tenants.models import Tenant, TenantKey
@@ -35,12 +38,40 @@ class TenantKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "is_active", "active_keys", "messages_per_second", "created_at")
+    list_display = (
+        "slug",
+        "name",
+        "is_active",
+        "active_keys",
+        "messages_per_second",
+        "created_at",
+        "usage_link",
+    )
     list_filter = ("is_active",)
     search_fields = ("slug", "name", "id")
     readonly_fields = ("id", "created_at")
     inlines = [TenantKeyInline]
     actions = ["rotate_key", "deactivate", "activate"]
+    # An object-tools "Usage" button to the usage page (chatsvc.usage).
+    change_form_template = "admin/usage/tenant_change_form.html"
+
+    def get_urls(self):
+        usage = path(
+            "<path:object_id>/usage/",
+            self.admin_site.admin_view(self.usage_view),
+            name="tenants_tenant_usage",
+        )
+        return [usage, *super().get_urls()]  # before the catch-all "<object_id>/"
+
+    def usage_view(self, request, object_id):
+        from chatsvc.usage.views import tenant_usage
+
+        return tenant_usage(self, request, object_id)
+
+    @admin.display(description="usage")
+    def usage_link(self, obj):
+        url = reverse("admin:tenants_tenant_usage", args=[quote(obj.pk)])
+        return format_html('<a href="{}">charts</a>', url)
 
     def get_queryset(self, request):
         return (
