@@ -2,7 +2,8 @@
 
 Three levels: the demo page chatting through the module against `run_local`; the
 web process restarted (SIGTERM: sockets closed 1012) while two pages are sending;
-and the module's resume/gap/de-dup logic against a fake socket in a blank page.
+and the module's resume/gap/de-dup logic against a fake socket in a blank page,
+including content changes (edit, delete, react, moderate) and their sequenced events.
 """
 
 import json
@@ -316,7 +317,8 @@ HARNESS = """
       settleDelays: [], framesPerSecond: 1000, burst: 1000,
       reconnect: { base: 5, cap: 20, afterRestart: 10, afterFlood: 10 }, ...options,
     });
-    for (const name of ["message", "status", "joined", "left", "ack", "error", "gap"]) {
+    for (const name of ["message", "status", "joined", "left", "ack", "error", "gap", "update",
+                        "message_edited", "message_deleted", "reaction", "moderation"]) {
       client.on(name, (detail) => events.push([name, detail]));
     }
     window.client = client;
@@ -635,3 +637,192 @@ def test_the_ack_may_come_before_the_senders_own_message(page):
     assert page.evaluate("seen('message').length") == 2
     assert page.evaluate("client.pending()") == []
     assert len(page.evaluate("frames('history')")) == 1  # no gap: seq 1 came with the ack
+
+
+# --- content changes: edit, delete, react, moderate and their events ------------------------
+
+EVENTS = """
+(room) => {
+  const ts = "2030-01-01T00:01:00.000Z";
+  const by = { id: "u2", name: "Bob" };
+  const id = (seq) => `01M${String(seq).padStart(4, "0")}`;
+  window.edited = (seq, target, body) => ({ type: "message_edited", connection_id: room,
+    id: id(seq), seq, message_id: id(target), body, by, ts });
+  window.deleted = (seq, target) => ({ type: "message_deleted", connection_id: room,
+    id: id(seq), seq, message_id: id(target), by, moderated: false, ts });
+  window.reacted = (seq, target, reactions) => ({ type: "reaction", connection_id: room,
+    id: id(seq), seq, message_id: id(target), emoji: "👍", user: by, added: true, reactions, ts });
+  window.moderated = (seq) => ({ type: "moderation", connection_id: room, id: id(seq), seq,
+    action: "muted", user: { id: "u3" }, by, until: "2030-01-01T00:11:00.000Z", reason: null, ts });
+  // A change's promise, kept to look at: window.results[clientId] = {ack} or {error}.
+  window.results = {};
+  window.track = (promise) => {
+    promise.then((ack) => { results[promise.clientId] = { ack }; },
+                 (error) => { results[promise.clientId] = { error: [error.name, error.code] }; });
+    return promise.clientId;
+  };
+  window.state = () => client.messages(room).map((m) => {
+    const { connection_id, sender, ts, epoch, ...rest } = m;
+    return rest;
+  });
+}
+"""
+
+
+def with_events(page) -> None:
+    page.evaluate(EVENTS, ROOM)
+
+
+def test_content_events_take_seqs_change_messages_and_resume_counts_them(page):
+    connect(page, joined={"seq": 1, "epoch": "e1"})
+    with_events(page)
+    history(page, [1])
+    reactions = [{"emoji": "👍", "count": 1, "user_ids": ["u2"]}]
+    deliver(page, "edited(2, 1, 'm1 fixed')")
+    deliver(page, "msg(3)")  # seq 2 was the edit: no gap
+    deliver(page, f"reacted(4, 3, {json.dumps(reactions)})")
+    deliver(page, "moderated(5)")
+    deliver(page, "deleted(6, 1)")
+    deliver(page, "edited(2, 1, 'm1 fixed')")  # replayed again: dropped by id
+    deliver(page, "msg(7)")
+    assert len(page.evaluate("frames('history')")) == 1  # never a gap
+    assert page.evaluate("state()") == [
+        {
+            "id": "01M0001",
+            "seq": 1,
+            "deleted": True,
+            "deleted_at": "2030-01-01T00:01:00.000Z",
+            "deleted_by": {"id": "u2", "name": "Bob"},
+        },
+        {"id": "01M0003", "seq": 3, "body": "m3", "reactions": reactions},
+        {"id": "01M0007", "seq": 7, "body": "m7"},
+    ]
+    # Each event once, by its type: (event without type, the message or null, its index).
+    assert page.evaluate("seen('message_edited').map((e) => [e.seq, e.body])") == [[2, "m1 fixed"]]
+    assert page.evaluate("seen('moderation').map((e) => [e.action, e.user.id])") == [
+        ["muted", "u3"]
+    ]
+    assert page.evaluate("seen('reaction')[0].reactions") == reactions
+    assert page.evaluate("seen('update').map((m) => m.id)") == ["01M0001", "01M0003", "01M0001"]
+    assert page.evaluate("seen('message').length") == 3  # events are not messages
+
+    # The resume counts the events: since is the last seq of either kind.
+    page.evaluate("last().drop(1006)")
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    answer_join(page, {"seq": 7, "epoch": "e1", "recovered": True})
+    assert page.evaluate("frames('join')") == [
+        {"type": "join", "connection_id": ROOM, "since": 7, "epoch": "e1"}
+    ]
+
+
+def test_a_gap_of_events_is_closed_by_history_state(page):
+    connect(page, joined={"seq": 2, "epoch": "e1"})
+    with_events(page)
+    history(page, [2, 1])
+    # 3 (an edit of m1) and 4 (a reaction on m2) are missed; 5 arrives: a gap.
+    deliver(page, "msg(5)")
+    deliver(page, "edited(6, 5, 'm5 fixed')")  # held behind the gap too
+    assert page.evaluate("bodies()") == ["m1", "m2"]
+    assert len(page.evaluate("frames('history')")) == 2
+    # History has no events, but its copies show their effect; it reached what was held.
+    reactions = [{"emoji": "👍", "count": 2, "user_ids": ["u2", "u3"]}]
+    fixed = "{body: 'm1 fixed', edited_at: '2030-01-01T00:01:00.000Z'}"
+    items = f"[item(5), item(2, {{reactions: {json.dumps(reactions)}}}), item(1, {fixed})]"
+    deliver(page, f"{{type: 'history', connection_id: ROOM, messages: {items}, next: null}}")
+    assert page.evaluate("bodies()") == ["m1 fixed", "m2", "m5 fixed"]
+    assert page.evaluate("client.messages(ROOM)[1].reactions") == reactions
+    deliver(page, "msg(7)")  # 3 and 4 were counted as events: no gap
+    assert page.evaluate("bodies()") == ["m1 fixed", "m2", "m5 fixed", "m7"]
+    assert len(page.evaluate("frames('history')")) == 2
+    assert page.evaluate("seen('gap')") == []
+    # An older event seen late (a replay) does not undo what history showed.
+    deliver(page, "edited(3, 1, 'older')")
+    assert page.evaluate("bodies()")[0] == "m1 fixed"
+
+
+def test_changes_are_acked_resent_with_the_same_client_id_and_rejected_by_code(page):
+    connect(page, joined={"seq": 1, "epoch": "e1"})
+    with_events(page)
+    history(page, [1])
+    edit = page.evaluate("track(client.edit(ROOM, '01M0001', 'better'))")
+    react = page.evaluate("track(client.react(ROOM, '01M0001', '👍'))")
+    delete = page.evaluate("track(client.deleteMessage(ROOM, '01M0001'))")
+    mod = page.evaluate("track(client.moderate(ROOM, 'mute', 'u3', {seconds: 600}))")
+    assert page.evaluate("last().sent.filter((f) => f.client_id).map((f) => f.type)") == [
+        "edit",
+        "react",
+        "delete",
+        "moderate",
+    ]
+    assert page.evaluate("frames('edit')") == [
+        {
+            "type": "edit",
+            "connection_id": ROOM,
+            "client_id": edit,
+            "message_id": "01M0001",
+            "body": "better",
+        }
+    ]
+    assert page.evaluate("frames('moderate')") == [
+        {
+            "type": "moderate",
+            "connection_id": ROOM,
+            "client_id": mod,
+            "action": "mute",
+            "user_id": "u3",
+            "seconds": 600,
+        }
+    ]
+    assert page.evaluate("client.pending().map((p) => [p.type, p.messageId ?? p.userId])") == [
+        ["edit", "01M0001"],
+        ["react", "01M0001"],
+        ["delete", "01M0001"],
+        ["moderate", "u3"],
+    ]
+
+    # The edit is acked; the others are lost with the connection and sent again after it.
+    ts = "2030-01-01T00:01:00Z"
+    ack = {"type": "ack", "client_id": edit, "id": "01M0002", "seq": 2, "ts": ts}
+    page.evaluate("(a) => last().deliver(a)", ack)
+    page.wait_for_function(f"results[{edit!r}] !== undefined")
+    assert page.evaluate(f"results[{edit!r}]") == {
+        "ack": {
+            "clientId": edit,
+            "connectionId": ROOM,
+            "type": "edit",
+            "id": "01M0002",
+            "seq": 2,
+            "ts": ts,
+        }
+    }
+    page.evaluate("last().drop(1006)")
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    answer_join(page, {"seq": 1, "epoch": "e1", "recovered": True})
+    again = page.evaluate("last().sent.filter((f) => f.client_id).map((f) => f.client_id)")
+    assert again == [react, delete, mod]
+
+    # busy is retried with the same client_id; forbidden and muted reject the promise.
+    deliver(page, f"{{type: 'error', code: 'busy', message: 'retry', ref: {react!r}}}")
+    page.wait_for_function(f"frames('react').filter((f) => f.client_id === {react!r}).length == 2")
+    deliver(page, f"{{type: 'error', code: 'forbidden', message: 'no', ref: {delete!r}}}")
+    deliver(page, f"{{type: 'error', code: 'muted', message: 'shh', ref: {mod!r}}}")
+    page.wait_for_function(f"results[{delete!r}] && results[{mod!r}]")
+    assert page.evaluate(f"results[{delete!r}]") == {"error": ["ChatError", "forbidden"]}
+    assert page.evaluate(f"results[{mod!r}]") == {"error": ["ChatError", "muted"]}
+    errors = page.evaluate("seen('error').map((e) => [e.code, e.willRetry, e.change.type])")
+    assert errors == [
+        ["busy", True, "react"],
+        ["forbidden", False, "delete"],
+        ["muted", False, "moderate"],
+    ]
+    assert page.evaluate("client.pending().map((p) => p.clientId)") == [react]
+
+    # Leaving rejects what is still pending; changes to a room not joined reject at once.
+    page.evaluate("client.leave(ROOM)")
+    page.wait_for_function(f"results[{react!r}] !== undefined")
+    assert page.evaluate(f"results[{react!r}]") == {"error": ["ChatError", "left"]}
+    rejected = page.evaluate(
+        "client.edit('01HZX0000000000000000ROOM9', '01M0001', 'x')"
+        ".then(() => 'ok', (e) => e.message)"
+    )
+    assert "join" in rejected

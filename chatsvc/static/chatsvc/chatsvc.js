@@ -6,6 +6,8 @@
 //   client.on("message", (message, index) => ...);
 //   client.connect();
 //   client.send(id, "hello");
+//   client.on("update", (message, index) => ...); // edited, deleted or reacted to
+//   await client.edit(id, messageId, "hello!");
 
 const OPEN = 1; // WebSocket.OPEN, without depending on a global WebSocket
 
@@ -28,14 +30,35 @@ const DEFAULTS = {
   reconnect: { base: 250, cap: 10000, afterRestart: 1000, afterFlood: 5000 },
 };
 
-// Error codes after which a send is retried with the same client_id (never duplicated).
-const RETRY_SEND = new Set(["not_stored", "unavailable", "overloaded", "rate_limited", "internal"]);
+// Error codes after which a send (or a change: edit, delete, react, moderate) is retried
+// with the same client_id (never duplicated: the server maps a resend to the first).
+const RETRY_SEND = new Set([
+  "not_stored",
+  "unavailable",
+  "overloaded",
+  "rate_limited",
+  "internal",
+  "busy", // a change: the message was changing under it
+]);
 // Error codes about a room frame (join/history) worth asking again after a backoff.
 const RETRY_ROOM = new Set(["unavailable", "overloaded", "internal", "history_unavailable"]);
 // The room cannot be joined: stop trying.
 const ROOM_REFUSED = new Set(["room_closed", "not_found", "too_many_rooms", "removed"]);
-// Frames paced by the message bucket; every other frame is a control frame.
-const MESSAGE_TYPES = new Set(["send", "typing"]);
+// Frames paced by the message bucket (like the server); every other frame is a control frame.
+const MESSAGE_TYPES = new Set(["send", "typing", "edit", "delete", "react", "moderate"]);
+// Sequenced frames that are not messages: each has its own `id` and takes a `seq` of the
+// room's sequence, like a message (so resume replays them and seq counts them).
+const EVENT_TYPES = new Set(["message_edited", "message_deleted", "reaction", "moderation"]);
+// What changes of a message: copied from a fresher copy (history) onto the one held.
+const STATE_FIELDS = [
+  "body",
+  "edited_at",
+  "reactions",
+  "attachments",
+  "deleted",
+  "deleted_at",
+  "deleted_by",
+];
 // Error codes before `ready` that the server follows with close 4401.
 const CLOSES_4401 = new Set(["bad_token", "not_authenticated", "bad_json", "bad_frame"]);
 // Rooms one join frame may name (the server's limit).
@@ -49,6 +72,17 @@ const randomId = () =>
   ).join("");
 
 const hasSeq = (m) => Number.isInteger(m.seq);
+const isEvent = (item) => EVENT_TYPES.has(item.type);
+
+// The rejection of edit(), deleteMessage(), react() and moderate(): the server's error.
+export class ChatError extends Error {
+  constructor({ code, message, ref = null }) {
+    super(message ?? code);
+    this.name = "ChatError";
+    this.code = code;
+    this.ref = ref;
+  }
+}
 
 // Within one epoch `seq` is the room's order; across epochs (or without seq) the
 // time-ordered ULID id is.
@@ -65,7 +99,7 @@ function withoutType(frame) {
 export class ChatClient {
   #listeners = new Map();
   #rooms = new Map(); // connection_id -> room state (#room)
-  #outbox = []; // unacked sends, oldest first
+  #outbox = []; // unacked sends and changes (edit, delete, react, moderate), oldest first
   // Frames waiting for their token bucket: sends and typing, and control frames.
   #buckets = { message: null, control: null };
   #socket = null;
@@ -145,10 +179,36 @@ export class ChatClient {
 
   send(connectionId, body) {
     if (!this.#rooms.has(connectionId)) throw new Error(`join ${connectionId} before sending`);
-    const entry = { clientId: randomId(), connectionId, body, sent: false, tries: 0, timer: null };
+    const entry = this.#entry(connectionId, "send", { body });
     this.#outbox.push(entry);
     this.#transmit(entry);
     return { clientId: entry.clientId };
+  }
+
+  // Changes: each is a promise of its ack ({clientId, connectionId, type, id, seq, ts}; `id`
+  // and `seq` are the change's event), rejected with a ChatError ({code, message}) when
+  // the server refuses it. Like sends they wait in the outbox while disconnected and are
+  // resent with the same client_id until acknowledged. The change shows in the room when
+  // its event arrives (the `update` event), normally just before the ack.
+  edit(connectionId, messageId, body) {
+    return this.#change(connectionId, "edit", { message_id: messageId, body });
+  }
+
+  deleteMessage(connectionId, messageId) {
+    return this.#change(connectionId, "delete", { message_id: messageId });
+  }
+
+  // Adds the user's `emoji` to the message, or takes it back if already there.
+  react(connectionId, messageId, emoji) {
+    return this.#change(connectionId, "react", { message_id: messageId, emoji });
+  }
+
+  // Moderators only. action: mute (needs seconds), unmute, kick, ban (seconds: timed), unban.
+  moderate(connectionId, action, userId, { seconds, reason } = {}) {
+    const fields = { action, user_id: userId };
+    if (seconds != null) fields.seconds = seconds;
+    if (reason) fields.reason = reason;
+    return this.#change(connectionId, "moderate", fields);
   }
 
   typing(connectionId) {
@@ -169,17 +229,19 @@ export class ChatClient {
   history(connectionId, { before, limit } = {}) {
     const room = this.#rooms.get(connectionId);
     if (!room) return Promise.reject(new Error(`join ${connectionId} first`));
-    return this.#request(room, { before, limit: limit ?? this.options.historyLimit });
+    const page = this.#request(room, { before, limit: limit ?? this.options.historyLimit });
+    return page.then(({ messages, next }) => ({ messages, next }));
   }
 
   messages(connectionId) {
     return [...(this.#rooms.get(connectionId)?.list ?? [])];
   }
 
+  // Sends and changes not yet acknowledged: {clientId, connectionId, type, body?, ...}.
   pending(connectionId) {
     return this.#outbox
       .filter((e) => connectionId == null || e.connectionId === connectionId)
-      .map(({ clientId, connectionId: room, body }) => ({ clientId, connectionId: room, body }));
+      .map((entry) => this.#describe(entry));
   }
 
   // --- events --------------------------------------------------------------------
@@ -356,6 +418,11 @@ export class ChatClient {
         return this.#left(frame);
       case "message":
         return this.#message(frame);
+      case "message_edited":
+      case "message_deleted":
+      case "reaction":
+      case "moderation":
+        return this.#event(frame);
       case "ack":
         return this.#ack(frame);
       case "history":
@@ -390,9 +457,13 @@ export class ChatClient {
         known: null, // highest seq the server has announced
         list: [], // messages, ordered
         byId: new Map(),
-        held: new Map(), // seq -> message past a gap, shown once the gap is filled
+        // Per message id: the seq its state (body, deletion, reactions) is known to be as
+        // new as, so an older event or a staler history copy never undoes a newer change.
+        revs: new Map(),
+        events: new Set(), // ids of the events applied (an event replayed again is dropped)
+        held: new Map(), // seq -> {item, rev}: a message or event past a gap, until it closes
         filling: false,
-        refill: false,
+        refill: false, // false, true, or "gap": fill again if the gap is still open
         fillTries: 0,
         requests: [], // history requests, one in flight at a time
         requestTimer: null,
@@ -421,8 +492,10 @@ export class ChatClient {
     for (const timer of room.timers) clearTimeout(timer);
     this.#failRequests(room, reason);
     this.#outbox = this.#outbox.filter((e) => {
-      if (e.connectionId === room.id) clearTimeout(e.timer);
-      return e.connectionId !== room.id;
+      if (e.connectionId !== room.id) return true;
+      clearTimeout(e.timer);
+      e.reject?.(new ChatError({ code: "left", message: reason, ref: e.clientId }));
+      return false;
     });
   }
 
@@ -484,6 +557,7 @@ export class ChatClient {
         room.seq = frame.seq;
         room.known = frame.seq;
         room.held.clear();
+        room.revs.clear(); // seqs of another epoch: history's state wins, events apply
       } else {
         room.known = Math.max(room.known ?? 0, frame.seq);
       }
@@ -527,38 +601,117 @@ export class ChatClient {
     if (room) this.#accept(room, withoutType(frame), true);
   }
 
-  // Every message, live, replayed, from history or from an ack, passes here once per id.
-  #accept(room, message, live) {
-    if (room.byId.has(message.id)) return;
-    if (room.seq == null || !hasSeq(message) || message.seq <= room.seq) {
-      this.#store(room, message); // untracked, or older than the contiguous point
+  // message_edited, message_deleted, reaction, moderation: kept with their `type`.
+  #event(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (room) this.#accept(room, { ...frame }, true);
+  }
+
+  #has(room, item) {
+    return isEvent(item) ? room.events.has(item.id) : room.byId.has(item.id);
+  }
+
+  // Every message and event, live, replayed, from history or from an ack, passes here
+  // once per id. Events take seqs like messages: seq counts both. `rev`: the seq a
+  // message's state is as new as (its own seq, or more for a history copy).
+  #accept(room, item, live, rev = item.seq) {
+    if (this.#has(room, item)) return;
+    if (room.seq == null || !hasSeq(item) || item.seq <= room.seq) {
+      this.#take(room, item, rev); // untracked, or older than the contiguous point
       return;
     }
-    if (message.seq > room.seq + 1) {
-      // A gap: hold this one back and ask history for what is missing.
-      room.held.set(message.seq, message);
-      room.known = Math.max(room.known ?? 0, message.seq);
-      if (live) this.#fill(room);
+    if (item.seq > room.seq + 1) {
+      // A gap: hold this one back and ask history for what is missing. A held copy
+      // with fresher state (from history) is not replaced by a staler one.
+      const had = room.held.get(item.seq);
+      if (!(had?.item.id === item.id && had.rev > rev)) room.held.set(item.seq, { item, rev });
+      room.known = Math.max(room.known ?? 0, item.seq);
+      if (live) this.#fill(room, true);
       return;
     }
-    this.#store(room, message);
-    room.seq = message.seq;
+    this.#take(room, item, rev);
+    room.seq = item.seq;
+    this.#release(room);
+  }
+
+  // Shows what was held right after the contiguous point, in seq order.
+  #release(room) {
     while (room.held.has(room.seq + 1)) {
       const next = room.held.get(room.seq + 1);
       room.held.delete(room.seq + 1);
       room.seq += 1;
-      if (!room.byId.has(next.id)) this.#store(room, next);
+      if (!this.#has(room, next.item)) this.#take(room, next.item, next.rev);
     }
     room.known = Math.max(room.known ?? 0, room.seq);
   }
 
-  #store(room, message) {
+  #take(room, item, rev) {
+    if (isEvent(item)) this.#apply(room, item);
+    else this.#store(room, item, rev);
+  }
+
+  #store(room, message, rev = message.seq) {
     if (hasSeq(message) && message.epoch === undefined) message.epoch = room.epoch;
     let index = room.list.length;
     while (index > 0 && compareMessages(message, room.list[index - 1]) < 0) index -= 1;
     room.list.splice(index, 0, message);
     room.byId.set(message.id, message);
+    if (Number.isInteger(rev)) room.revs.set(message.id, rev);
     this.#emit("message", message, index);
+  }
+
+  // An event in seq order: change the message it is about (if held and the event is
+  // newer than what the message shows), then tell the application: the event by its
+  // type, (event, message or null, index or -1), and `update` (message, index).
+  #apply(room, event) {
+    room.events.add(event.id);
+    const detail = withoutType(event);
+    let message = null;
+    let changed = false;
+    if (event.type !== "moderation") {
+      message = room.byId.get(event.message_id) ?? null;
+      const rev = room.revs.get(event.message_id);
+      const stale = message && hasSeq(event) && room.seq != null && rev >= event.seq;
+      if (message && !stale) {
+        changed = applyEvent(message, event);
+        if (hasSeq(event)) room.revs.set(message.id, event.seq);
+      }
+    }
+    const index = message ? room.list.indexOf(message) : -1;
+    this.#emit(event.type, detail, message, index);
+    if (changed) this.#emit("update", message, index);
+  }
+
+  // A history copy of a message already held: its state is as new as `rev` (the seq
+  // the server had reached when the history was asked for), so it wins unless the
+  // client applied a newer event meanwhile.
+  #refresh(room, message, fresh, rev) {
+    const held = room.revs.get(message.id);
+    if (room.seq != null && held != null && (rev == null || held > rev)) return;
+    if (rev != null) room.revs.set(message.id, rev);
+    let changed = false;
+    for (const field of STATE_FIELDS) {
+      const now = fresh[field];
+      if (JSON.stringify(message[field]) === JSON.stringify(now)) continue;
+      if (now === undefined) delete message[field];
+      else message[field] = now;
+      changed = true;
+    }
+    if (changed) this.#emit("update", message, room.list.indexOf(message));
+  }
+
+  // After a history walk that reached what the client held: every seq up to `ceiling`
+  // (what the server had when the walk began) that history did not bring as a message
+  // was an event, and history's copies already show its effect. Count them.
+  #settle(room, ceiling) {
+    if (room.seq == null || !Number.isInteger(ceiling)) return;
+    while (room.seq < ceiling) {
+      const next = room.held.get(room.seq + 1);
+      room.held.delete(room.seq + 1);
+      room.seq += 1;
+      if (next && !this.#has(room, next.item)) this.#take(room, next.item, next.rev);
+    }
+    this.#release(room);
   }
 
   #gapOpen(room) {
@@ -566,9 +719,9 @@ export class ChatClient {
   }
 
   // Walks history back from the newest message until it reaches what we held before.
-  async #fill(room) {
+  async #fill(room, forGap = false) {
     if (room.filling) {
-      room.refill = true;
+      room.refill = room.refill === true || !forGap ? true : "gap";
       return;
     }
     room.filling = true;
@@ -577,14 +730,21 @@ export class ChatClient {
         room.refill = false;
         const anchor = room.resumeFrom ?? room.list.at(-1)?.id ?? null;
         let before;
+        let ceiling;
         for (let pages = 1; ; pages += 1) {
           const limit = anchor ? this.options.fillPageLimit : this.options.historyLimit;
           const page = await this.#request(room, { before, limit });
+          if (pages === 1) ceiling = page.bound;
           const reached = !anchor || page.messages.some((m) => m.id <= anchor);
-          if (reached || !page.next || pages >= this.options.maxFillPages) break;
+          if (reached || !page.next) {
+            this.#settle(room, ceiling); // history holds every message since: the rest were events
+            break;
+          }
+          if (pages >= this.options.maxFillPages) break;
           before = page.next;
         }
-      } while (room.refill);
+        // Asked again meanwhile (for a live item past the gap: unless this pass closed it).
+      } while (room.refill === true || (room.refill === "gap" && this.#gapOpen(room)));
       if (room.joined) room.resumeFrom = null;
     } catch {
       return; // the room was left or the client closed
@@ -604,11 +764,11 @@ export class ChatClient {
   // The missing messages never showed up: show what we hold and count on from there.
   #giveUp(room) {
     const from = room.seq + 1;
-    const held = [...room.held.values()].sort((a, b) => a.seq - b.seq);
+    const held = [...room.held.values()].sort((a, b) => a.item.seq - b.item.seq);
     room.held.clear();
-    room.seq = Math.max(room.known ?? 0, ...held.map((m) => m.seq));
+    room.seq = Math.max(room.known ?? 0, ...held.map((h) => h.item.seq));
     room.fillTries = 0;
-    for (const message of held) if (!room.byId.has(message.id)) this.#store(room, message);
+    for (const { item, rev } of held) if (!this.#has(room, item)) this.#take(room, item, rev);
     this.#emit("gap", { connectionId: room.id, from, to: room.seq });
   }
 
@@ -629,6 +789,8 @@ export class ChatClient {
     }
     const request = room.requests[0];
     if (!request || !room.joined) return; // sent once the room is joined
+    // The server's state is at least this new when it answers (the first time asked).
+    request.bound ??= room.known ?? room.seq;
     const frame = { type: "history", connection_id: room.id, limit: request.params.limit };
     if (request.params.before) frame.before = request.params.before;
     this.#frame(frame);
@@ -639,11 +801,18 @@ export class ChatClient {
     const room = this.#rooms.get(frame.connection_id);
     if (!room) return;
     const messages = (frame.messages ?? []).map((m) => ({ connection_id: room.id, ...m }));
-    // Oldest first, so that a gap closes in order.
-    for (const message of [...messages].sort(compareMessages)) this.#accept(room, message, false);
     clearTimeout(room.requestTimer);
     const request = room.requests.shift();
-    request?.resolve({ messages, next: frame.next ?? null });
+    const bound = request?.bound ?? null; // an unasked answer: as new as each message only
+    // Oldest first, so that a gap closes in order. Copies of messages already held bring
+    // their state now (edited, deleted, reactions).
+    for (const message of [...messages].sort(compareMessages)) {
+      const rev = hasSeq(message) ? Math.max(bound ?? message.seq, message.seq) : null;
+      const held = room.byId.get(message.id);
+      if (held) this.#refresh(room, held, message, bound == null ? null : rev);
+      else this.#accept(room, message, false, rev);
+    }
+    request?.resolve({ messages, next: frame.next ?? null, bound });
     this.#sendHistory(room);
   }
 
@@ -652,17 +821,47 @@ export class ChatClient {
     for (const request of room.requests.splice(0)) request.reject(new Error(reason));
   }
 
-  // --- sends -----------------------------------------------------------------------
+  // --- sends and changes ---------------------------------------------------------------
+
+  // An outbox entry: `type` is the frame's (send, edit, delete, react, moderate), `fields`
+  // the frame's own fields; changes also have their promise's resolve and reject.
+  #entry(connectionId, type, fields, settle = {}) {
+    const clientId = randomId();
+    return { clientId, connectionId, type, fields, sent: false, tries: 0, timer: null, ...settle };
+  }
+
+  #change(connectionId, type, fields) {
+    if (!this.#rooms.has(connectionId)) {
+      return Promise.reject(new Error(`join ${connectionId} first`));
+    }
+    let entry;
+    const promise = new Promise((resolve, reject) => {
+      entry = this.#entry(connectionId, type, fields, { resolve, reject });
+    });
+    this.#outbox.push(entry);
+    this.#transmit(entry);
+    promise.clientId = entry.clientId;
+    return promise;
+  }
+
+  // What pending() and error events say about an entry.
+  #describe({ clientId, connectionId, type, fields }) {
+    const detail = { clientId, connectionId, type };
+    for (const [name, value] of Object.entries(fields)) {
+      detail[name.replace(/_(.)/g, (_, c) => c.toUpperCase())] = value; // message_id: messageId
+    }
+    return detail;
+  }
 
   #transmit(entry) {
     const room = this.#rooms.get(entry.connectionId);
     if (entry.sent || !room?.joined) return; // sent when the room is (re)joined
     entry.sent = true;
     this.#frame({
-      type: "send",
+      type: entry.type,
       connection_id: entry.connectionId,
       client_id: entry.clientId,
-      body: entry.body,
+      ...entry.fields,
     });
     clearTimeout(entry.timer);
     entry.timer = setTimeout(() => {
@@ -677,20 +876,25 @@ export class ChatClient {
     const [entry] = this.#outbox.splice(index, 1);
     clearTimeout(entry.timer);
     const room = this.#rooms.get(entry.connectionId);
-    if (room && this.user) {
+    if (entry.type === "send" && room && this.user) {
       // The echo normally came first; if a reconnect lost it, the ack says all we need.
       const { id, name } = this.user;
       const message = { connection_id: room.id, id: frame.id, sender: { id, name } };
       if (Number.isInteger(frame.seq)) message.seq = frame.seq;
-      this.#accept(room, { ...message, body: entry.body, ts: frame.ts }, true);
+      this.#accept(room, { ...message, body: entry.fields.body, ts: frame.ts }, true);
     }
-    this.#emit("ack", {
+    // A change's event cannot be rebuilt from its ack (reactions, moderation): it comes
+    // through the room (or its replay, or history's state after a lost connection).
+    const ack = {
       clientId: entry.clientId,
       connectionId: entry.connectionId,
+      type: entry.type,
       id: frame.id,
       seq: frame.seq ?? null,
       ts: frame.ts,
-    });
+    };
+    entry.resolve?.(ack);
+    this.#emit("ack", ack);
   }
 
   #error(frame) {
@@ -721,9 +925,15 @@ export class ChatClient {
         if (room?.joined) this.#sendJoin(room);
       } else {
         this.#outbox.splice(this.#outbox.indexOf(entry), 1);
+        entry.reject?.(new ChatError(frame));
       }
-      const send = { clientId: entry.clientId, connectionId: entry.connectionId, body: entry.body };
-      this.#emit("error", { ...withoutType(frame), willRetry, send });
+      if (entry.type === "send") {
+        const { clientId, connectionId, fields } = entry;
+        const send = { clientId, connectionId, body: fields.body };
+        this.#emit("error", { ...withoutType(frame), willRetry, send });
+      } else {
+        this.#emit("error", { ...withoutType(frame), willRetry, change: this.#describe(entry) });
+      }
       return;
     }
     const room = this.#rooms.get(frame.connection_id ?? ref);
@@ -741,6 +951,22 @@ export class ChatClient {
     // rate_limited about a room: the join or history is asked again on its timeout.
     this.#emit("error", { ...withoutType(frame), willRetry: willRetry || code === "rate_limited" });
   }
+}
+
+// A message after an event: true if it changed.
+function applyEvent(message, event) {
+  const before = JSON.stringify(message);
+  if (event.type === "message_edited" && !message.deleted) {
+    message.body = event.body;
+    message.edited_at = event.ts;
+  } else if (event.type === "message_deleted") {
+    for (const field of ["body", "edited_at", "reactions", "attachments"]) delete message[field];
+    Object.assign(message, { deleted: true, deleted_at: event.ts, deleted_by: event.by ?? null });
+  } else if (event.type === "reaction" && !message.deleted) {
+    if (event.reactions?.length) message.reactions = event.reactions;
+    else delete message.reactions;
+  }
+  return JSON.stringify(message) !== before;
 }
 
 export { compareMessages };
