@@ -8,6 +8,7 @@ chatsvc.core.startup.assert_safe_for_production.
 
 from pathlib import Path
 
+import botocore.config
 import dj_database_url
 
 from chatsvc.env import env_bool, env_int, env_list, env_str
@@ -40,9 +41,12 @@ INSTALLED_APPS = [
     "chatsvc.messaging",
     "chatsvc.realtime",
     "chatsvc.api",
+    "chatsvc.webhooks",
     "chatsvc.demo",
     "lti_tool",  # django-lti: platform registrations, deployments, tool keys
     "chatsvc.lti",
+    "chatsvc.attachments",
+    "chatsvc.usage",
 ]
 
 MIDDLEWARE = [
@@ -156,10 +160,47 @@ AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL") or None
 CHAT_QUEUE_URL = env_str("CHAT_QUEUE_URL")
 CHAT_TABLE_NAME = env_str("CHAT_TABLE_NAME", "chatsvc-messages")
 
+# --- Attachments ---------------------------------------------------------------
+# Files go straight from the browser to S3 (presigned POST) under
+# tenants/<tenant>/rooms/<room>/<id>/<name>; docs/attachments.md. The bucket is
+# reached through django-storages (STORAGES["attachments"]) with the same region
+# and endpoint (the local emulator) as SQS and DynamoDB.
+CHAT_ATTACHMENTS_BUCKET = env_str("CHAT_ATTACHMENTS_BUCKET", "chatsvc-attachments")
+CHAT_ATTACHMENT_UPLOAD_SECONDS = env_int("CHAT_ATTACHMENT_UPLOAD_SECONDS", 600)
+CHAT_ATTACHMENT_URL_SECONDS = env_int("CHAT_ATTACHMENT_URL_SECONDS", 3600)
+CHAT_ATTACHMENT_MAX_PENDING = env_int("CHAT_ATTACHMENT_MAX_PENDING", 20)
+CHAT_ATTACHMENT_PENDING_SECONDS = env_int("CHAT_ATTACHMENT_PENDING_SECONDS", 86400)
+STORAGES["attachments"] = {
+    "BACKEND": "storages.backends.s3.S3Storage",
+    "OPTIONS": {
+        "bucket_name": CHAT_ATTACHMENTS_BUCKET,
+        "region_name": AWS_REGION,
+        "endpoint_url": AWS_ENDPOINT_URL,
+        "default_acl": None,  # the bucket enforces owner-only objects (no ACLs)
+        "querystring_auth": True,  # downloads are presigned GETs
+        "querystring_expire": CHAT_ATTACHMENT_URL_SECONDS,
+        "file_overwrite": False,
+        "client_config": botocore.config.Config(
+            signature_version="s3v4",
+            # The emulator answers on an IP address: path-style there.
+            s3={"addressing_style": "path" if AWS_ENDPOINT_URL else "virtual"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=2,
+            read_timeout=10,
+        ),
+    },
+}
+
 # --- Real-time limits ----------------------------------------------------------
 # Hard cap before the tenant is known (pre-auth); tenants may only lower it.
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_MAX_BODY_CHARS = env_int("CHAT_MAX_BODY_CHARS", 4000)
+# Reactions one message can carry: different emoji, and (user, emoji) pairs in all.
+CHAT_REACTION_KINDS_PER_MESSAGE = env_int("CHAT_REACTION_KINDS_PER_MESSAGE", 20)
+CHAT_REACTIONS_PER_MESSAGE = env_int("CHAT_REACTIONS_PER_MESSAGE", 1000)
+# `read` frames are coalesced per socket: at most one write of the read position
+# and one receipt to the room per room per this many seconds.
+CHAT_READ_COALESCE_SECONDS = env_int("CHAT_READ_COALESCE_SECONDS", 1)
 CHAT_AUTH_TIMEOUT_SECONDS = env_int("CHAT_AUTH_TIMEOUT_SECONDS", 10)
 # Sockets one client address may hold open before authenticating (per process).
 CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS = env_int("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", 200)
@@ -204,6 +245,30 @@ CHAT_TEST_LISTENER_PORT = env_int("CHAT_TEST_LISTENER_PORT", 8080)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
+
+# --- Usage -------------------------------------------------------------------
+# Per tenant and hour counters behind the admin's usage page (chatsvc.usage,
+# docs/operations.md#usage-page): kept this many days.
+CHAT_USAGE_RETENTION_DAYS = env_int("CHAT_USAGE_RETENTION_DAYS", 90)
+
+# --- Webhooks ------------------------------------------------------------------
+# Signed POSTs of chat events to tenants' endpoints (docs/webhooks.md), sent from
+# an outbox by a sender in the worker role (or `manage.py deliver_webhooks`).
+# Private, loopback and link-local addresses and plain http are refused unless
+# CHAT_WEBHOOK_ALLOW_PRIVATE (tests, local mode; never in production).
+CHAT_WEBHOOK_ALLOW_PRIVATE = env_bool("CHAT_WEBHOOK_ALLOW_PRIVATE", False)
+CHAT_WEBHOOK_IN_WORKER = env_bool("CHAT_WEBHOOK_IN_WORKER", True)
+CHAT_WEBHOOK_SENDER_THREADS = env_int("CHAT_WEBHOOK_SENDER_THREADS", 4)
+CHAT_WEBHOOK_POLL_SECONDS = env_int("CHAT_WEBHOOK_POLL_SECONDS", 1)
+CHAT_WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_int("CHAT_WEBHOOK_CONNECT_TIMEOUT_SECONDS", 3)
+CHAT_WEBHOOK_TIMEOUT_SECONDS = env_int("CHAT_WEBHOOK_TIMEOUT_SECONDS", 10)
+CHAT_WEBHOOK_RETRY_BASE_SECONDS = env_int("CHAT_WEBHOOK_RETRY_BASE_SECONDS", 10)
+CHAT_WEBHOOK_RETRY_MAX_SECONDS = env_int("CHAT_WEBHOOK_RETRY_MAX_SECONDS", 3600)
+CHAT_WEBHOOK_MAX_AGE_SECONDS = env_int("CHAT_WEBHOOK_MAX_AGE_SECONDS", 86400)
+CHAT_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("CHAT_WEBHOOK_DISABLE_AFTER_SECONDS", 86400)
+CHAT_WEBHOOK_DISABLE_AFTER_FAILURES = env_int("CHAT_WEBHOOK_DISABLE_AFTER_FAILURES", 10)
+CHAT_WEBHOOK_MAX_ENDPOINTS = env_int("CHAT_WEBHOOK_MAX_ENDPOINTS", 20)
+CHAT_WEBHOOK_ENDPOINT_CACHE_SECONDS = env_int("CHAT_WEBHOOK_ENDPOINT_CACHE_SECONDS", 5)
 
 # --- Security ------------------------------------------------------------------
 # REST requests per API key per minute (429 with Retry-After past it), and

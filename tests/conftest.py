@@ -95,6 +95,19 @@ def bucket(moto_endpoint, settings):
     return SimpleNamespace(name=name, s3=s3, endpoint=moto_endpoint)
 
 
+@pytest.fixture(scope="module")
+def orm_beside_playwright():
+    """Playwright's sync API keeps an event loop in this thread, which Django's ORM
+    takes for an async context; the test's own queries never run inside it."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     """Production serves hashed names from collectstatic's manifest; tests don't collect."""

@@ -77,14 +77,14 @@ class RevocationOut(Schema):
     )
 
 
-def _room(request, connection_id: str) -> Room:
+def tenant_room(request, connection_id: str) -> Room:
     room = selectors.room_of_tenant(tenant_id=request.auth.id, connection_id=connection_id)
     if room is None:  # another tenant's room is as absent as a missing one
         raise Http404
     return room
 
 
-def _user_id(user_id: str) -> str:
+def checked_user_id(user_id: str) -> str:
     if not is_storable(user_id):
         detail = {
             "loc": ["path", "user_id"],
@@ -107,7 +107,7 @@ def list_members(request, connection_id: RoomId, query: Query[MembersQuery]):
     `joined.members`. A socket of a server that died stays listed for at most
     3 x CHAT_REVALIDATE_SECONDS (90 s). 503 `unavailable` when Redis cannot
     be read: retry."""
-    room = _room(request, connection_id)
+    room = tenant_room(request, connection_id)
     try:
         found = presence.members_blocking(room.connection_id, limit=query.limit)
     except REDIS_OUTAGES as exc:
@@ -126,8 +126,8 @@ def remove_member(request, connection_id: RoomId, user_id: UserId):
     removed`), whatever their tokens say, until re-admitted with `PUT`. The
     user need not be online. Removing twice is harmless: the first removal's
     time is kept."""
-    room = _room(request, connection_id)
-    removal = services.remove_member(room=room, user_id=_user_id(user_id))
+    room = tenant_room(request, connection_id)
+    removal = services.remove_member(room=room, user_id=checked_user_id(user_id))
     return _membership(room, removal.user_id, removal.removed_at)
 
 
@@ -139,8 +139,8 @@ def remove_member(request, connection_id: RoomId, user_id: UserId):
 def readmit_member(request, connection_id: RoomId, user_id: UserId):
     """Lifts a removal: the user may join the room again with any valid token
     that lists it. Admitting a user who was never removed is harmless."""
-    room = _room(request, connection_id)
-    services.readmit_member(room=room, user_id=_user_id(user_id))
+    room = tenant_room(request, connection_id)
+    services.readmit_member(room=room, user_id=checked_user_id(user_id))
     return _membership(room, user_id, None)
 
 
@@ -154,7 +154,7 @@ def revoke_user(request, user_id: UserId):
     refused (close 4401 at `auth`), and the user's live sockets are closed
     with 4401 at once, in every server. Tokens minted from the next second
     on work. Calling it again revokes the tokens minted in between."""
-    revocation = services.revoke_user(tenant=request.auth, user_id=_user_id(user_id))
+    revocation = services.revoke_user(tenant=request.auth, user_id=checked_user_id(user_id))
     return {"user_id": revocation.user_id, "revoked_at": revocation.revoked_at}
 
 

@@ -193,6 +193,21 @@ class Sender(Schema):
     name: str
 
 
+class ReactionOut(Schema):
+    emoji: str
+    count: int = Field(description="Users who reacted with this emoji.")
+    user_ids: list[str] = Field(description="The first 25 of them, first reacted first.")
+
+
+class AttachmentOut(Schema):
+    id: str
+    name: str
+    content_type: str = Field(description="Checked against the uploaded bytes.")
+    size: int
+    url: str = Field(description="A short-lived download link (see `url_expires_at`).")
+    url_expires_at: int = Field(description="Epoch seconds.")
+
+
 class MessageOut(Schema):
     connection_id: ConnectionId
     id: MessageId
@@ -200,8 +215,16 @@ class MessageOut(Schema):
         None, description="The message's place in its room; absent on old messages."
     )
     sender: Sender
-    body: str
+    body: str | None = Field(None, description="Absent on deleted messages (tombstones).")
     ts: str = Field(description="ISO 8601 UTC with milliseconds.")
+    edited_at: str | None = Field(None, description="When the body was last edited.")
+    reactions: list[ReactionOut] | None = None
+    attachments: list[AttachmentOut] | None = None
+    deleted: bool | None = Field(None, description="`true` on a tombstone: the body is gone.")
+    deleted_at: str | None = None
+    deleted_by: Sender | None = Field(
+        None, description="Who deleted it; `null` on a tombstone: your API did."
+    )
 
 
 class MessagesOut(Schema):

@@ -9,12 +9,12 @@ from functools import cache
 from typing import Annotated
 
 from django.conf import settings
-from django.http import Http404
 from ninja import NinjaAPI, Path, Query, Status, Swagger
 from ninja.errors import ValidationError
 
 from chatsvc.api import asyncapi, errors
 from chatsvc.api.auth import TenantApiKey
+from chatsvc.api.membership import tenant_room
 from chatsvc.api.schemas import (
     EXAMPLE_ROOM,
     ULID_PATTERN,
@@ -98,13 +98,6 @@ RoomId = Annotated[
 ]
 
 
-def _room(request, connection_id: str) -> Room:
-    room = rooms.room_of_tenant(tenant_id=request.auth.id, connection_id=connection_id)
-    if room is None:  # another tenant's room is as absent as a missing one
-        raise Http404
-    return room
-
-
 def _connection(room: Room) -> dict:
     return {
         "connection_id": room.connection_id,
@@ -167,7 +160,7 @@ def list_connections(request, query: Query[ConnectionsQuery]):
 )
 def get_connection(request, connection_id: RoomId):
     """One of your rooms. Another tenant's room is a 404, like a missing one."""
-    return _connection(_room(request, connection_id))
+    return _connection(tenant_room(request, connection_id))
 
 
 @api.post(
@@ -179,7 +172,7 @@ def get_connection(request, connection_id: RoomId):
 def close_connection(request, connection_id: RoomId):
     """Its members get `left {reason: "closed"}` at once; nobody can join or
     send any more. History stays readable. Closing twice is harmless."""
-    return _connection(room_services.close_room(room=_room(request, connection_id)))
+    return _connection(room_services.close_room(room=tenant_room(request, connection_id)))
 
 
 @api.get(
@@ -195,7 +188,7 @@ def list_messages(request, connection_id: RoomId, query: Query[HistoryQuery]):
     `null` at the end. Includes messages acknowledged but not yet written by
     the worker; never messages past your retention. 503 `unavailable` when
     the store cannot be read: retry."""
-    room = _room(request, connection_id)  # tenant check before DynamoDB is touched
+    room = tenant_room(request, connection_id)  # tenant check before DynamoDB is touched
     messages, cursor = read_history_blocking(
         connection_id=room.connection_id, before=query.before or None, limit=query.limit
     )
@@ -260,3 +253,6 @@ def _asyncapi() -> dict:
 
 
 api.add_router("", "chatsvc.api.membership.router")  # members, removals, revocations
+api.add_router("", "chatsvc.api.moderation.router")  # message deletion, mutes, kicks, bans
+api.add_router("", "chatsvc.api.reads.router")  # unread counts
+api.add_router("", "chatsvc.api.webhooks.router")  # webhook endpoints, deliveries, replays

@@ -3,10 +3,28 @@
 Items are keyed by (connection_id, message_id). A PutRequest of the same key
 replaces the item with identical content, so redelivered queue messages are
 harmless; only `created_at` moves to the time of the latest write.
+
+Content events (edits, deletions, reactions) change messages after the
+fact, and SQS delivers in no particular order, so they are written in a way
+any order converges (docs/architecture.md, "Content events"):
+
+- each message's latest changes also live in a *state item*, keyed
+  ("<connection_id>#state", message_id), which no message write touches;
+- an event updates the state item, then the message item, each only if its
+  seq is newer than what the item has for that aspect (`body_rev` for the
+  body and deletion, `reactions_rev` for reactions), and the message item
+  only if it exists;
+- after writing messages, the worker reads their state items (one
+  consistent BatchGetItem) and applies what it finds: a message stored
+  after its own edit, or written again by a redelivery, ends up current.
+
+Moderation actions are kept as items of ("<connection_id>#moderation", event id).
 """
 
+import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +35,13 @@ from django.conf import settings
 
 from chatsvc.aws import clients
 from chatsvc.core.ulid import is_ulid
-from chatsvc.messaging.queue_message import VERSION, InvalidQueueMessage, QueueMessage
+from chatsvc.messaging.message_state import shown_reactions, tombstone
+from chatsvc.messaging.queue_message import VERSION, InvalidQueueMessage, QueueEvent, QueueMessage
 
 logger = logging.getLogger(__name__)
 
 BATCH_WRITE_MAX = 25  # DynamoDB BatchWriteItem limit
+BATCH_GET_MAX = 100  # DynamoDB BatchGetItem limit
 DEFAULT_WRITE_TIMEOUT = 10.0  # seconds of retrying before items count as failed
 HISTORY_MAX_LIMIT = 100
 HISTORY_DEFAULT_LIMIT = 50
@@ -76,20 +96,265 @@ def to_item(message: QueueMessage, *, stored_at: datetime | None = None) -> dict
         item["expires_at"] = {"N": str(message.expires_at)}
     if message.seq is not None:
         item["seq"] = {"N": str(message.seq)}
+    if message.attachments:
+        item["attachments"] = {
+            "L": [
+                {
+                    "M": {
+                        "id": {"S": a["id"]},
+                        "name": {"S": a["name"]},
+                        "content_type": {"S": a["content_type"]},
+                        "size": {"N": str(a["size"])},
+                        "key": {"S": a["key"]},
+                    }
+                }
+                for a in message.attachments
+            ]
+        }
     return item
 
 
-def item_to_message(item: dict) -> dict:
-    """A stored item shaped like the WebSocket `message` frame (without `type`)."""
+def item_to_message(item: dict, *, with_revs: bool = False) -> dict:
+    """A stored item shaped like the WebSocket `message` frame (without `type`).
+
+    `with_revs` adds `_body_rev` and `_reactions_rev`: which changes the item
+    has, for history to compare with the room stream's (message_state.overlay
+    removes them).
+    """
     message = {"connection_id": item["connection_id"]["S"], "id": item["message_id"]["S"]}
     if "seq" in item:  # items stored before rooms had sequences have none
         message["seq"] = int(item["seq"]["N"])
     message.update(
         sender={"id": item["sender_id"]["S"], "name": item["sender_name"]["S"]},
-        body=item["body"]["S"],
+        body=item.get("body", {}).get("S", ""),
         ts=item["ts"]["S"],
     )
+    if "edited_at" in item:
+        message["edited_at"] = item["edited_at"]["S"]
+    if "attachments" in item:  # with their keys: history adds download URLs
+        message["attachments"] = [
+            {
+                "id": a["M"]["id"]["S"],
+                "name": a["M"]["name"]["S"],
+                "content_type": a["M"]["content_type"]["S"],
+                "size": int(a["M"]["size"]["N"]),
+                "key": a["M"]["key"]["S"],
+            }
+            for a in item["attachments"]["L"]
+        ]
+    if "reactions" in item and (reactions := json.loads(item["reactions"]["S"])):
+        message["reactions"] = shown_reactions(reactions)
+    if "deleted_at" in item:
+        tombstone(message, item["deleted_at"]["S"], json.loads(item["deleted_by"]["S"]))
+    if with_revs:
+        message["_body_rev"] = int(item.get("body_rev", {}).get("N", 0))
+        message["_reactions_rev"] = int(item.get("reactions_rev", {}).get("N", 0))
     return message
+
+
+# --- content events ------------------------------------------------------------------
+
+STATE_SUFFIX = "#state"
+MODERATION_SUFFIX = "#moderation"
+_NAMES = {
+    "#m": "message_id",
+    "#b": "body",
+    "#ea": "edited_at",
+    "#br": "body_rev",
+    "#da": "deleted_at",
+    "#db": "deleted_by",
+    "#re": "reactions",
+    "#rr": "reactions_rev",
+    "#at": "attachments",
+}
+
+
+def _change_expression(kind: str, state: dict, seq: int) -> tuple[str, str, dict]:
+    """(update, condition, values) applying one change to an item, if newer."""
+    rev = {"N": str(seq)}
+    if kind == "message_edited":
+        return (
+            "SET #b = :b, #ea = :ea, #br = :r",
+            "attribute_not_exists(#da) AND (attribute_not_exists(#br) OR #br < :r)",
+            {":b": {"S": state["body"]}, ":ea": {"S": state["edited_at"]}, ":r": rev},
+        )
+    if kind == "message_deleted":
+        return (
+            "SET #da = :da, #db = :db, #br = :r, #rr = :r REMOVE #b, #ea, #re, #at",
+            "attribute_not_exists(#da)",
+            {
+                ":da": {"S": state["deleted_at"]},
+                ":db": {"S": json.dumps(state.get("deleted_by"))},
+                ":r": rev,
+            },
+        )
+    if kind == "reaction":
+        return (
+            "SET #re = :re, #rr = :r",
+            "attribute_not_exists(#da) AND (attribute_not_exists(#rr) OR #rr < :r)",
+            {":re": {"S": json.dumps(state["reactions"], ensure_ascii=False)}, ":r": rev},
+        )
+    raise InvalidQueueMessage(f"not a message change: {kind}")
+
+
+def _update_if_newer(
+    client,
+    table: str,
+    key: dict,
+    kind: str,
+    state: dict,
+    seq: int,
+    *,
+    must_exist: bool,
+    expires_at: int | None = None,
+) -> bool:
+    """Apply one change to one item; False when the item has it (or newer) already."""
+    update, condition, values = _change_expression(kind, state, seq)
+    names = {name: _NAMES[name] for name in set(re.findall(r"#\w+", f"{update} {condition}"))}
+    if must_exist:
+        condition = f"attribute_exists(#m) AND ({condition})"
+        names["#m"] = "message_id"
+    if expires_at is not None:
+        update = update.replace("SET ", "SET #x = :x, ", 1)
+        names["#x"] = "expires_at"
+        values[":x"] = {"N": str(expires_at)}
+    try:
+        client.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if _error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def store_event(event: QueueEvent, *, table: str | None = None, client=None) -> None:
+    """Persist one content event (idempotent, any order). Raises ClientError/BotoCoreError."""
+    table = table or settings.CHAT_TABLE_NAME
+    client = client or clients.dynamodb()
+    cid = event.connection_id
+    if not is_ulid(cid) or not is_ulid(event.id):
+        raise InvalidQueueMessage("event ids must be ULIDs")
+    if event.type == "moderation":
+        item = {
+            "connection_id": {"S": cid + MODERATION_SUFFIX},
+            "message_id": {"S": event.id},
+            "tenant_id": {"S": event.tenant_id},
+            "seq": {"N": str(event.seq)},
+            "event": {"S": json.dumps(event.event, ensure_ascii=False)},
+        }
+        if event.expires_at is not None:
+            item["expires_at"] = {"N": str(event.expires_at)}
+        client.put_item(TableName=table, Item=item)
+        return
+    if not is_ulid(event.message_id):
+        raise InvalidQueueMessage("message_id must be a ULID")
+    mid = {"S": event.message_id}
+    _update_if_newer(
+        client,
+        table,
+        {"connection_id": {"S": cid + STATE_SUFFIX}, "message_id": mid},
+        event.type,
+        event.state,
+        event.seq,
+        must_exist=False,
+        expires_at=event.expires_at,
+    )
+    _update_if_newer(
+        client,
+        table,
+        {"connection_id": {"S": cid}, "message_id": mid},
+        event.type,
+        event.state,
+        event.seq,
+        must_exist=True,
+    )
+
+
+def catch_up(keys: Sequence[Key], *, table: str | None = None, client=None) -> int:
+    """Give just-written messages the changes their state items hold; how many changed.
+
+    Raises ClientError/BotoCoreError (the messages stay in the queue: a retry
+    writes and catches up again).
+    """
+    table = table or settings.CHAT_TABLE_NAME
+    client = client or clients.dynamodb()
+    changed = 0
+    for start in range(0, len(keys), BATCH_GET_MAX):
+        pending = [
+            {"connection_id": {"S": cid + STATE_SUFFIX}, "message_id": {"S": mid}}
+            for cid, mid in keys[start : start + BATCH_GET_MAX]
+        ]
+        for attempt in range(1, 6):
+            response = client.batch_get_item(
+                RequestItems={table: {"Keys": pending, "ConsistentRead": True}}
+            )
+            for state in response.get("Responses", {}).get(table, []):
+                changed += _catch_up_one(client, table, state)
+            pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            if not pending:
+                break
+            time.sleep(backoff_delay(attempt))
+        else:
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException"}}, "BatchGetItem"
+            )
+    return changed
+
+
+def _catch_up_one(client, table: str, state: dict) -> int:
+    key = {
+        "connection_id": {"S": state["connection_id"]["S"].removesuffix(STATE_SUFFIX)},
+        "message_id": state["message_id"],
+    }
+    changes = []
+    if "deleted_at" in state:
+        deleted = {
+            "deleted_at": state["deleted_at"]["S"],
+            "deleted_by": json.loads(state["deleted_by"]["S"]),
+        }
+        changes.append(("message_deleted", deleted, int(state["body_rev"]["N"])))
+    else:
+        if "body_rev" in state:
+            edited = {"body": state["body"]["S"], "edited_at": state["edited_at"]["S"]}
+            changes.append(("message_edited", edited, int(state["body_rev"]["N"])))
+        if "reactions_rev" in state:
+            reactions = {"reactions": json.loads(state["reactions"]["S"])}
+            changes.append(("reaction", reactions, int(state["reactions_rev"]["N"])))
+    return sum(
+        _update_if_newer(client, table, key, kind, values, seq, must_exist=True)
+        for kind, values, seq in changes
+    )
+
+
+def fetch_record(connection_id: str, message_id: str) -> dict | None:
+    """A message's record for the room stream (chatsvc.messaging.content), or None."""
+    response = clients.dynamodb().get_item(
+        TableName=settings.CHAT_TABLE_NAME,
+        Key={"connection_id": {"S": connection_id}, "message_id": {"S": message_id}},
+        ConsistentRead=True,
+    )
+    item = response.get("Item")
+    if item is None:
+        return None
+    record = {"sender": item["sender_id"]["S"], "ts": item["ts"]["S"]}
+    for name in ("body", "edited_at", "deleted_at", "deleted_by", "reactions"):
+        if name in item:
+            record[name] = item[name]["S"]
+    for name in ("body_rev", "reactions_rev"):
+        if name in item:
+            record[name] = item[name]["N"]
+    if "deleted_at" in item:
+        record["deleted"] = "1"
+    if "attachments" in item:
+        record["attachments"] = json.dumps([a["M"]["id"]["S"] for a in item["attachments"]["L"]])
+    return record
 
 
 @dataclass
@@ -211,7 +476,11 @@ def _write_singly(client, table: str, chunk: Sequence[dict], result: WriteResult
 
 
 def fetch_history(
-    *, connection_id: str, before: str | None = None, limit: int = HISTORY_DEFAULT_LIMIT
+    *,
+    connection_id: str,
+    before: str | None = None,
+    limit: int = HISTORY_DEFAULT_LIMIT,
+    with_revs: bool = False,
 ) -> tuple[list[dict], str | None]:
     """A page of a room's messages, newest first, and the cursor for the next (older) page.
 
@@ -255,7 +524,7 @@ def fetch_history(
         start_key = response.get("LastEvaluatedKey")
         if len(found) > limit or start_key is None:
             break
-    messages = [item_to_message(item) for item in found[:limit]]
+    messages = [item_to_message(item, with_revs=with_revs) for item in found[:limit]]
     if len(found) > limit:
         return messages, messages[-1]["id"]
     if start_key is not None:

@@ -6,6 +6,10 @@ than `before` from both, each id once, so a late joiner or a reconnecting
 client sees the last second of a conversation at once. Ids ascend with seq
 within a room, so paging by id is paging by seq.
 
+Messages changed since (edited, deleted, reacted to) are shown as they are
+now: the room stream's record of each message, when it has changes newer
+than the stored item, is laid over it (chatsvc.messaging.message_state).
+
 Callers check the room belongs to the tenant before calling: DynamoDB is
 keyed by ConnectionId alone.
 """
@@ -15,8 +19,10 @@ import json
 
 from asgiref.sync import async_to_sync
 
+from chatsvc.attachments.services import with_download_urls
 from chatsvc.messaging import runtime
 from chatsvc.messaging.dynamo import fetch_history
+from chatsvc.messaging.message_state import overlay
 
 
 def _without_type(frame: str) -> dict:
@@ -28,16 +34,27 @@ def _without_type(frame: str) -> dict:
 async def read_history(*, connection_id: str, before: str | None, limit: int):
     """(messages newest first, cursor for the next older page or None)."""
     stored, recent = await asyncio.gather(
-        asyncio.to_thread(fetch_history, connection_id=connection_id, before=before, limit=limit),
+        asyncio.to_thread(
+            fetch_history,
+            connection_id=connection_id,
+            before=before,
+            limit=limit,
+            with_revs=True,
+        ),
         # One more than a page tells whether the log holds older messages.
         runtime.room_stream().recent(connection_id, before=before, limit=limit + 1),
     )
     stored_messages, stored_next = stored
     merged = {message["id"]: message for message in stored_messages}
     merged.update((entry.id, _without_type(entry.frame)) for entry in recent)
+    for message in stored_messages:
+        if "attachments" in message:  # fresh download links, not the log's first ones
+            merged[message["id"]]["attachments"] = with_download_urls(message["attachments"])
     page = sorted(merged.values(), key=lambda message: message["id"], reverse=True)
     more = len(page) > limit or stored_next is not None
     page = page[:limit]
+    records = await runtime.room_stream().records(connection_id, [m["id"] for m in page])
+    page = [overlay(message, records.get(message["id"])) for message in page]
     return page, (page[-1]["id"] if more and page else None)
 
 

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field, fields
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chatsvc.attachments.services import delete_objects
 from chatsvc.messaging import dynamo
-from chatsvc.messaging.queue_message import InvalidQueueMessage, QueueMessage
+from chatsvc.messaging.queue_message import InvalidQueueMessage, QueueEvent, QueueMessage, parse
+from chatsvc.usage import recorder as usage
+from chatsvc.webhooks import events as webhook_events
+from chatsvc.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,8 @@ class WorkerStats:
     batches: int = 0
     received: int = 0
     stored: int = 0
+    events: int = 0  # content events persisted (edits, deletions, reactions, moderation)
+    caught_up: int = 0  # stored messages given changes that were persisted before them
     duplicates: int = 0
     invalid: int = 0
     failed: int = 0
@@ -241,21 +247,19 @@ class QueueWorker:
         stats = WorkerStats(batches=1, received=len(batch))
         handles: dict[dynamo.Key, list[Received]] = defaultdict(list)
         items: list[dict] = []
+        messages: dict[dynamo.Key, QueueMessage] = {}
+        events: list[tuple[QueueEvent, Received]] = []
         for delivery in batch:
             try:
-                item = dynamo.to_item(QueueMessage.from_json(delivery.body))
+                parsed = parse(delivery.body)
+                if isinstance(parsed, QueueEvent):
+                    events.append((parsed, delivery))
+                    continue
+                item = dynamo.to_item(parsed)
+                messages[dynamo.item_key(item)] = parsed
             except InvalidQueueMessage as exc:
                 stats.invalid += 1
-                # The body is user content: log where it is, not what it says.
-                logger.warning(
-                    "invalid queue message left for the dead-letter queue",
-                    extra={
-                        "sqs_message_id": delivery.sqs_message_id,
-                        "receive_count": delivery.receive_count,
-                        "bytes": len(delivery.body.encode()),
-                        "error": str(exc),
-                    },
-                )
+                _log_invalid(delivery, exc)
                 continue
             key = dynamo.item_key(item)
             if key in handles:
@@ -264,7 +268,9 @@ class QueueWorker:
                 items.append(item)
             handles[key].append(delivery)
 
-        extender = _VisibilityExtender(self, [d for ds in handles.values() for d in ds])
+        extender = _VisibilityExtender(
+            self, [d for ds in handles.values() for d in ds] + [d for _, d in events]
+        )
         result = dynamo.write_items(
             items=items,
             table=self.options.table,
@@ -272,19 +278,52 @@ class QueueWorker:
             deadline=started + self.options.write_timeout,
             on_wait=extender.maybe_extend,
         )
-        stats.stored = len(result.stored)
-        stats.failed = len(result.failed)
+        stored = result.stored
+        try:
+            stats.caught_up = dynamo.catch_up(
+                stored, table=self.options.table, client=self.dynamodb
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # Left in the queue: the redelivery writes them and catches up again.
+            result.errors.append(_error_code(exc))
+            stored = []
+        stats.stored = len(stored)
+        stats.failed = len(result.failed) + len(result.stored) - len(stored)
         stats.retried = result.retries
+        to_delete = [delivery for key in stored for delivery in handles[key]]
+        stored_events: list[QueueEvent] = []
+        # Events after messages, in room order: an edit finds its message stored.
+        for event, delivery in sorted(events, key=lambda pair: pair[0].seq):
+            try:
+                dynamo.store_event(event, table=self.options.table, client=self.dynamodb)
+                _delete_attachments(event)
+            except InvalidQueueMessage as exc:
+                stats.invalid += 1
+                _log_invalid(delivery, exc)
+            except Exception as exc:  # left queued: its redelivery tries again
+                stats.failed += 1
+                result.errors.append(_error_code(exc))
+                if not isinstance(exc, (ClientError, BotoCoreError)):
+                    logger.exception("storing a content event failed")
+            else:
+                stats.events += 1
+                stored_events.append(event)
+                to_delete.append(delivery)
+        persisted = [messages[key] for key in stored]
+        _announce(persisted, stored_events)
+        oldest_sent = min((d.sent_at_ms for d in batch if d.sent_at_ms), default=0)
+        oldest_age_ms = int(time.time() * 1000) - oldest_sent if oldest_sent else None
+        usage.record_batch(persisted, stored_events, oldest_age_ms)  # never raises
         stats.extended = extender.extended
-        to_delete = [delivery for key in result.stored for delivery in handles[key]]
         stats.deleted, stats.delete_failed = self._delete(to_delete)
         self.stats.add(stats)
 
-        oldest_sent = min((d.sent_at_ms for d in batch if d.sent_at_ms), default=0)
         fields_ = {
             "poller": poller,
             "received": stats.received,
             "stored": stats.stored,
+            "events": stats.events,
+            "caught_up": stats.caught_up,
             "duplicates": stats.duplicates,
             "retried": stats.retried,
             "failed": stats.failed,
@@ -293,7 +332,7 @@ class QueueWorker:
             "delete_failed": stats.delete_failed,
             "extended": stats.extended,
             "max_receive_count": max(d.receive_count for d in batch),
-            "oldest_age_ms": int(time.time() * 1000) - oldest_sent if oldest_sent else None,
+            "oldest_age_ms": oldest_age_ms,
             "duration_ms": round((time.monotonic() - started) * 1000),
         }
         if result.errors:
@@ -386,6 +425,45 @@ class _VisibilityExtender:
                 logger.warning("visibility extension failed", extra={"error": _error_code(exc)})
                 continue
             self.extended += len(response.get("Successful", []))
+
+
+def _announce(messages: list[QueueMessage], events: list[QueueEvent]) -> None:
+    """Webhook events for what is now stored, before SQS forgets it (at least once).
+
+    A database outage must not hold up persistence: then these events are
+    lost, and the error log says how many (chatsvc.webhooks, docs/webhooks.md).
+    """
+    announced = [webhook_events.of_message(m) for m in messages]
+    announced += [webhook_events.of_content_event(e) for e in events]
+    if not announced:
+        return
+    try:
+        outbox.record(announced)
+    except Exception:
+        logger.exception("webhook events not recorded", extra={"events": len(announced)})
+
+
+def _delete_attachments(event: QueueEvent) -> None:
+    """A deleted message's files go after its tombstone is stored (both idempotent)."""
+    if event.type == "message_deleted" and event.state.get("attachments"):
+        delete_objects(
+            tenant_id=event.tenant_id,
+            connection_id=event.connection_id,
+            ids=event.state["attachments"],
+        )
+
+
+def _log_invalid(delivery: Received, exc: Exception) -> None:
+    # The body is user content: log where it is, not what it says.
+    logger.warning(
+        "invalid queue message left for the dead-letter queue",
+        extra={
+            "sqs_message_id": delivery.sqs_message_id,
+            "receive_count": delivery.receive_count,
+            "bytes": len(delivery.body.encode()),
+            "error": str(exc),
+        },
+    )
 
 
 def _error_code(exc: Exception) -> str:

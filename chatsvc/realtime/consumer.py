@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -15,12 +16,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from chatsvc.attachments import services as attachments
 from chatsvc.core.per_loop import PerLoop
-from chatsvc.core.ulid import is_ulid
+from chatsvc.core.ulid import is_ulid, new_ulid
+from chatsvc.messaging import content
 from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
-from chatsvc.realtime import connection_limits, events, presence, revocation, tokens
+from chatsvc.messaging.queue_message import utc_timestamp
+from chatsvc.realtime import connection_limits, events, presence, receipts, revocation, tokens
 from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import (
     MAX_CLIENT_ID,
@@ -35,8 +39,10 @@ from chatsvc.realtime.protocol import (
     ref_of,
 )
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket, control_rate, send_rate
-from chatsvc.rooms.selectors import is_removed, room_of_tenant
+from chatsvc.rooms import moderation
+from chatsvc.rooms.selectors import is_removed, muted_until, room_of_tenant
 from chatsvc.streams import REDIS_OUTAGES, StreamUnavailable
+from chatsvc.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +74,29 @@ def _authenticate(token):
 
 @database_sync_to_async
 def _joinable_room(user: tokens.ChatUser, connection_id: str):
+    """(the room, when the user's mute there ends), or (None, None): no such room."""
     room = room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
-    if room is not None and is_removed(connection_id=connection_id, user_id=user.id):
+    if room is None:
+        return None, None
+    if is_removed(connection_id=connection_id, user_id=user.id):
         raise FrameError("removed", "you were removed from this room", connection_id)
-    return room
+    return room, muted_until(connection_id=connection_id, user_id=user.id)
+
+
+async def _announce_membership(user: tokens.ChatUser, connection_id: str, event: str) -> None:
+    """member.joined / member.left webhooks (the user's first socket in, last one out)."""
+    announced = {
+        "id": new_ulid(),
+        "type": outbox.MEMBER_JOINED if event == "joined" else outbox.MEMBER_LEFT,
+        "tenant_id": user.tenant.id,
+        "connection_id": connection_id,
+        "occurred_at": utc_timestamp(),
+        "data": {"connection_id": connection_id, "user": user.public()},
+    }
+    try:
+        await outbox.arecord([announced])
+    except Exception:  # the chat goes on; the webhook is lost (logged)
+        logger.exception("membership webhook not recorded", extra={"event": event})
 
 
 _live: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
@@ -147,6 +172,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.closed = False
         self.pending: set[asyncio.Task] = set()
         self.last_typing: dict[str, float] = {}
+        self.muted: dict[str, float] = {}  # connection_id -> end of the user's mute (epoch s)
+        self.reads = receipts.ReadPositions(self)
         self.strikes = Strikes(limit=FLOOD_STRIKES, window_seconds=FLOOD_WINDOW_SECONDS)
         self.bucket: TokenBucket | None = None  # send, typing
         self.control_bucket: TokenBucket | None = None  # every other frame
@@ -168,6 +195,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._uncount_unauthenticated()
         if self.user is not None:
             await connection_limits.user_sockets().release(self.user, self.socket_id)
+            try:
+                await self.reads.flush()
+            except Exception:  # a read position is a hint; leaving must go on
+                logger.exception("flushing read positions on disconnect failed")
         for connection_id in list(self.rooms):
             try:
                 await self._leave_room(connection_id, notify_self=False)
@@ -322,16 +353,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if len(self.rooms) >= settings.CHAT_MAX_ROOMS_PER_SOCKET:
             raise FrameError("too_many_rooms", "leave a room before joining another", connection_id)
-        room = (
+        room, muted = (
             await _joinable_room(self.user, connection_id)
             if self.user.may_join(connection_id)
-            else None
+            else (None, None)
         )
         if room is None:
             raise FrameError("not_found", "no such room", connection_id)
         if not room.is_open:
             raise FrameError("room_closed", "the room is closed", connection_id)
         self.rooms.add(connection_id)
+        self.on_member_muted(connection_id, self.user.id, muted)
         entered = None
         try:
             await hub().join(events.room_group(connection_id), self)
@@ -362,17 +394,75 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_send(self, frame: ClientFrame) -> None:
         self._require_joined(frame.connection_id, ref=frame.client_id)
+        self._require_unmuted(frame.connection_id, ref=frame.client_id)
         self._in_background(self._post(frame))  # acks wait for SQS; keep reading frames
+
+    async def on_upload(self, frame: ClientFrame) -> None:
+        """A presigned POST for one file; the client sends it with `send {attachments}`."""
+        self._require_joined(frame.connection_id, ref=frame.client_id)
+        self._require_unmuted(frame.connection_id, ref=frame.client_id)
+        self._in_background(self._grant_upload(frame))
+
+    async def _grant_upload(self, frame: ClientFrame) -> None:
+        try:
+            granted = await attachments.request_upload(
+                self.user,
+                frame.connection_id,
+                name=frame.name,
+                content_type=frame.content_type,
+                size=frame.size,
+            )
+        except attachments.AttachmentError as refused:
+            await self._error(FrameError(refused.code, refused.message, frame.client_id))
+            return
+        except Exception:
+            logger.exception("granting an upload failed")
+            error = FrameError("internal", "the upload could not be granted", frame.client_id)
+            await self._error(error)
+            return
+        reply = {"connection_id": frame.connection_id, "client_id": frame.client_id, **granted}
+        await self._send({"type": "upload", **reply})
+
+    async def on_edit(self, frame: ClientFrame) -> None:
+        self._require_unmuted(frame.connection_id, ref=frame.client_id)
+        self._change(frame, content.edit_message, message_id=frame.message_id, body=frame.body)
+
+    async def on_delete(self, frame: ClientFrame) -> None:
+        self._change(frame, content.delete_message, message_id=frame.message_id)
+
+    async def on_react(self, frame: ClientFrame) -> None:
+        self._require_unmuted(frame.connection_id, ref=frame.client_id)
+        self._change(frame, content.toggle_reaction, message_id=frame.message_id, emoji=frame.emoji)
+
+    async def on_moderate(self, frame: ClientFrame) -> None:
+        self._require_joined(frame.connection_id, ref=frame.client_id)
+        if self.user.role != "moderator":
+            raise FrameError("forbidden", "only moderators can moderate", frame.client_id)
+        self._change(
+            frame,
+            moderation.moderate,
+            action=frame.action,
+            user_id=frame.user_id,
+            seconds=frame.data.get("seconds"),
+            reason=frame.data.get("reason", ""),
+        )
 
     async def on_typing(self, frame: ClientFrame) -> None:
         connection_id = frame.connection_id
         self._require_joined(connection_id)
+        if self._muted_for(connection_id):
+            return  # a muted user's typing shows nowhere
         now = time.monotonic()
         if now - self.last_typing.get(connection_id, 0) < TYPING_INTERVAL_SECONDS:
             return  # coalesced: peers already show this user typing
         self.last_typing[connection_id] = now
         frame = {"type": "typing", "connection_id": connection_id, "user": self.user.public()}
         await events.broadcast(connection_id, frame, exclude=self.socket_id)
+
+    async def on_read(self, frame: ClientFrame) -> None:
+        """The user has seen the room up to `seq` (coalesced: chatsvc.realtime.receipts)."""
+        self._require_joined(frame.connection_id)
+        self.reads.note(frame.connection_id, frame.seq)
 
     async def on_history(self, frame: ClientFrame) -> None:
         self._require_joined(frame.connection_id)
@@ -428,6 +518,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._leave_room(connection_id, notify_self=False)
             await self._send({"type": "left", "connection_id": connection_id, "reason": "removed"})
 
+    def on_member_muted(self, connection_id: str, user_id: str, until: float | None) -> None:
+        """A moderator muted (until `until`) or unmuted the user in the room."""
+        if self.user.id != user_id:
+            return
+        if until is None:
+            self.muted.pop(connection_id, None)
+        else:
+            self.muted[connection_id] = until
+
     async def on_user_revoked(self, user_id: str, revoked_at: float) -> None:
         """The tenant revoked the user's sessions: tokens issued until then are void."""
         if self.user.id == user_id and self.user.issued_at <= revoked_at:
@@ -442,7 +541,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 connection_id=frame.connection_id,
                 client_id=frame.client_id,
                 body=frame.body,
+                attachment_ids=frame.data.get("attachments"),
             )
+        except attachments.AttachmentError as refused:
+            error = FrameError(refused.code, refused.message, frame.client_id)
         except QueueBusy:
             error = FrameError("overloaded", "the server is busy; resend later", frame.client_id)
         except EnqueueFailed:
@@ -464,11 +566,61 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await self._error(error)
 
+    def _change(self, frame: ClientFrame, change, **arguments) -> None:
+        """Run a content change (edit, delete, react, moderate) in the background;
+        `ack` when SQS has it, else an error with the frame's client_id."""
+        self._require_joined(frame.connection_id, ref=frame.client_id)
+        actor = content.Actor.of_user(self.user)
+        self._in_background(
+            self._acked(
+                frame.client_id,
+                change(
+                    actor=actor,
+                    connection_id=frame.connection_id,
+                    client_id=frame.client_id,
+                    **arguments,
+                ),
+            )
+        )
+
+    async def _acked(self, client_id: str, change) -> None:
+        try:
+            done = await change
+        except content.ContentError as refused:
+            error = FrameError(refused.code, refused.message, client_id)
+        except QueueBusy:
+            error = FrameError("overloaded", "the server is busy; resend later", client_id)
+        except EnqueueFailed:
+            error = FrameError("not_stored", "not stored yet; resend it", client_id)
+        except OUTAGES as exc:
+            logger.warning("a change failed: Redis unavailable", extra={"error": str(exc)})
+            error = FrameError("unavailable", "temporarily unavailable; resend", client_id)
+        except Exception:
+            logger.exception("a change failed")
+            error = FrameError("internal", "change not accepted", client_id)
+        else:
+            ack = {"client_id": client_id, "id": done.id, "seq": done.seq, "ts": done.ts}
+            await self._send({"type": "ack", **ack})
+            return
+        await self._error(error)
+
+    def _muted_for(self, connection_id: str) -> float:
+        """Seconds left of the user's mute in the room (0: not muted)."""
+        until = self.muted.get(connection_id)
+        return max(0.0, until - time.time()) if until is not None else 0.0
+
+    def _require_unmuted(self, connection_id: str, ref: str | None = None) -> None:
+        if left := self._muted_for(connection_id):
+            raise FrameError(
+                "muted", f"you are muted in this room for {math.ceil(left)} more seconds", ref
+            )
+
     async def _leave_room(
         self, connection_id: str, *, notify_self: bool, announce: bool = True
     ) -> bool:
         """Leave the room; True when this was the user's last socket in it."""
         self.rooms.discard(connection_id)
+        self.muted.pop(connection_id, None)
         await hub().leave_room(self, connection_id)
         await hub().leave(events.room_group(connection_id), self)
         last = await presence.leave(self, connection_id)  # the user's last socket in the room
@@ -486,6 +638,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "event": event,
         }
         await events.broadcast(connection_id, frame, exclude=self.socket_id)
+        self._in_background(_announce_membership(self.user, connection_id, event))
 
     def _require_joined(self, connection_id: str, ref: str | None = None) -> None:
         if connection_id not in self.rooms:
@@ -515,7 +668,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _admit(self, data) -> bool:
         """Spend a token from the frame's bucket; when it is empty: an error and a strike."""
         if kind_of(data) in MESSAGE_TYPES:
-            bucket, what = self.bucket, "messages (send, typing)"
+            bucket, what = self.bucket, "messages (send, typing, edit, delete, react, ...)"
         else:
             bucket, what = self.control_bucket, "control frames"
         if bucket.take(cost_of(data)):

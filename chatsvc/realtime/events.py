@@ -57,6 +57,17 @@ def member_removed(connection_id: str, user_id: str) -> None:
     async_to_sync(publish)(room_group(connection_id), event)
 
 
+def member_muted(connection_id: str, user_id: str, until: float | None) -> None:
+    """The user's sockets in the room refuse sends until `until` (None: unmuted)."""
+    event = {
+        "type": "member.muted",
+        "connection_id": connection_id,
+        "user_id": user_id,
+        "until": until,
+    }
+    async_to_sync(publish)(room_group(connection_id), event)
+
+
 def user_revoked(tenant_id: str, user_id: str, revoked_at: float) -> None:
     """The user's sockets whose token was issued at or before `revoked_at` close with 4401."""
     event = {"type": "user.revoked", "user_id": user_id, "revoked_at": revoked_at}

@@ -4,7 +4,7 @@ Two inputs feed it. Room messages come from the room stream
 (chatsvc.streams): one subscription per room per process, whatever its
 number of local members, delivered by a RoomFeed in seq order with gaps
 repaired. Everything else (typing, presence, a room closed, a member
-removed, a tenant disabled, a key or a user revoked) comes from one
+removed or muted, a tenant disabled, a key or a user revoked) comes from one
 channel-layer channel, at most once.
 Either way an event is received once per process and its pre-encoded frame
 written to each local member: a room message costs one socket write per member.
@@ -131,6 +131,8 @@ class RoomHub:
                 await member.on_key_revoked(event["key_id"])
             elif kind == "member.removed":
                 await member.on_member_removed(event["connection_id"], event["user_id"])
+            elif kind == "member.muted":
+                member.on_member_muted(event["connection_id"], event["user_id"], event["until"])
             elif kind == "user.revoked":
                 await member.on_user_revoked(event["user_id"], event["revoked_at"])
 

@@ -14,11 +14,22 @@ MAX_CLIENT_ID = 64
 MAX_HISTORY_LIMIT = 100
 MAX_EPOCH = 64
 MAX_JOIN_ROOMS = 20  # rooms one `join {connection_ids}` frame may name
+MAX_EMOJI_CHARS = 32
+MAX_ATTACHMENTS = 10  # uploads one message may carry
+# Moderation (chatsvc.rooms.moderation): actions, and the bounds of their fields.
+ACTIONS = ("mute", "unmute", "kick", "ban", "unban")
+MAX_SECONDS = 30 * 86400  # a mute or a timed ban
+MAX_REASON_CHARS = 500
+MAX_USER_ID = 128
 
 # Frames that produce messages for others: limited by the tenant's messages_per_second.
 # Every other frame (join, leave, ping, history, ...) is a control frame with its own,
 # more generous bucket (chatsvc.realtime.ratelimit).
-MESSAGE_TYPES = frozenset({"send", "typing"})
+MESSAGE_TYPES = frozenset({"send", "typing", "edit", "delete", "react", "moderate", "upload"})
+# Frames acknowledged with `ack {client_id, id, seq, ts}` once SQS has their record.
+ACKED_TYPES = frozenset({"send", "edit", "delete", "react", "moderate"})
+# Frames whose client_id is checked like a send's (an `upload` is answered in kind).
+CLIENT_ID_TYPES = ACKED_TYPES | {"upload"}
 
 # type -> {field: (python type(s), required)}
 FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
@@ -32,9 +43,43 @@ FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "epoch": ((str, dict), False),
     },
     "leave": {"connection_id": (str, True)},
-    "send": {"connection_id": (str, True), "client_id": (str, True), "body": (str, True)},
+    "send": {
+        "connection_id": (str, True),
+        "client_id": (str, True),
+        "body": (str, True),
+        "attachments": (list, False),
+    },
+    "upload": {
+        "connection_id": (str, True),
+        "client_id": (str, True),
+        "name": (str, True),
+        "content_type": (str, True),
+        "size": (int, True),
+    },
     "typing": {"connection_id": (str, True)},
+    "edit": {
+        "connection_id": (str, True),
+        "client_id": (str, True),
+        "message_id": (str, True),
+        "body": (str, True),
+    },
+    "delete": {"connection_id": (str, True), "client_id": (str, True), "message_id": (str, True)},
+    "react": {
+        "connection_id": (str, True),
+        "client_id": (str, True),
+        "message_id": (str, True),
+        "emoji": (str, True),
+    },
+    "moderate": {
+        "connection_id": (str, True),
+        "client_id": (str, True),
+        "action": (str, True),
+        "user_id": (str, True),
+        "seconds": (int, False),
+        "reason": (str, False),
+    },
     "history": {"connection_id": (str, True), "before": (str, False), "limit": (int, False)},
+    "read": {"connection_id": (str, True), "seq": (int, True)},
     "ping": {},
 }
 
@@ -166,24 +211,26 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
         _check_join(values, ref)  # a join reports an unknown room per room, with its id
     elif cid is not None and not is_ulid(cid):
         raise FrameError("not_found", "no such room", ref)
-    if kind == "send":
+    if kind in CLIENT_ID_TYPES:
         client_id = values["client_id"]
         if not 0 < len(client_id) <= MAX_CLIENT_ID or not is_storable(client_id):
             raise FrameError(
                 "bad_frame", f"client_id must be 1 to {MAX_CLIENT_ID} plain characters", ref
             )
-        body = values["body"]
-        if is_blank(body):
-            raise FrameError("bad_frame", "body must not be empty or invisible", ref)
-        if not is_storable(body):
-            raise FrameError(
-                "bad_frame",
-                "body contains characters that cannot be stored "
-                "(control characters or lone surrogates)",
-                ref,
-            )
-        if len(body) > max_body_chars:
-            raise FrameError("body_too_long", f"body exceeds {max_body_chars} characters", ref)
+    if "message_id" in values and not is_ulid(values["message_id"]):
+        raise FrameError("message_not_found", "no such message in this room", ref)
+    if kind == "send" and "attachments" in values:
+        _check_attachments(values, ref)
+    if "body" in values and not (values["body"] == "" and values.get("attachments")):
+        _check_body(values["body"], ref, max_body_chars)
+    if kind == "upload" and values["size"] < 1:
+        raise FrameError("bad_attachment", "size must be 1 byte or more", ref)
+    if kind == "react" and (problem := check_emoji(values["emoji"])):
+        raise FrameError("bad_frame", problem, ref)
+    if kind == "moderate":
+        _check_moderation(values, ref)
+    if kind == "read" and values["seq"] < 0:
+        raise FrameError("bad_frame", "seq must be 0 or more", ref)
     if kind == "history":
         limit = values.get("limit", 50)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
@@ -191,6 +238,59 @@ def _check_values(kind: str, values: dict, ref: str | None, max_body_chars: int)
         before = values.get("before")
         if before is not None and not is_ulid(before):
             raise FrameError("bad_frame", "before must be a message id", ref)
+
+
+def check_emoji(emoji: str) -> str | None:
+    """Why `emoji` cannot be a reaction, or None: any short text without spaces
+    (a Unicode emoji, or a tenant's own `:name:`)."""
+    if not 0 < len(emoji) <= MAX_EMOJI_CHARS:
+        return f"emoji must be 1 to {MAX_EMOJI_CHARS} characters"
+    if not is_storable(emoji) or any(char.isspace() or ord(char) < 32 for char in emoji):
+        return "emoji must not contain spaces, control characters or lone surrogates"
+    return None
+
+
+def _check_attachments(values: dict, ref: str | None) -> None:
+    ids = values["attachments"]
+    if not 1 <= len(ids) <= MAX_ATTACHMENTS or not all(isinstance(i, str) for i in ids):
+        raise FrameError(
+            "bad_attachment", f"attachments must list 1 to {MAX_ATTACHMENTS} upload ids", ref
+        )
+    values["attachments"] = list(dict.fromkeys(ids))
+
+
+def _check_body(body: str, ref: str | None, max_body_chars: int) -> None:
+    if is_blank(body):
+        raise FrameError("bad_frame", "body must not be empty or invisible", ref)
+    if not is_storable(body):
+        raise FrameError(
+            "bad_frame",
+            "body contains characters that cannot be stored "
+            "(control characters or lone surrogates)",
+            ref,
+        )
+    if len(body) > max_body_chars:
+        raise FrameError("body_too_long", f"body exceeds {max_body_chars} characters", ref)
+
+
+def _check_moderation(values: dict, ref: str | None) -> None:
+    action, seconds = values["action"], values.get("seconds")
+    if action not in ACTIONS:
+        raise FrameError("bad_frame", f"action must be one of {', '.join(ACTIONS)}", ref)
+    user_id = values["user_id"]
+    if not 0 < len(user_id) <= MAX_USER_ID or not is_storable(user_id):
+        raise FrameError("bad_frame", f"user_id must be 1 to {MAX_USER_ID} plain characters", ref)
+    if action == "mute" and seconds is None:
+        raise FrameError("bad_frame", "'mute' needs 'seconds'", ref)
+    if seconds is not None and not 1 <= seconds <= MAX_SECONDS:
+        raise FrameError("bad_frame", f"seconds must be 1 to {MAX_SECONDS}", ref)
+    if seconds is not None and action not in ("mute", "ban"):
+        raise FrameError("bad_frame", "only 'mute' and 'ban' take 'seconds'", ref)
+    reason = values.get("reason", "")
+    if len(reason) > MAX_REASON_CHARS or not is_storable(reason):
+        raise FrameError(
+            "bad_frame", f"reason must be at most {MAX_REASON_CHARS} plain characters", ref
+        )
 
 
 def _check_join(values: dict, ref: str | None) -> None:

@@ -11,7 +11,7 @@ Two mechanisms, one job:
   valid, and that their users are neither removed from their rooms nor
   revoked. It catches what signals cannot see: QuerySet.update() and raw SQL,
   a management command in local mode, whose in-memory channel layer reaches
-  no other process, and a join that raced a removal. The same sweep renews
+  no other process, and a join that raced a removal or a mute. The same sweep renews
   the sockets' presence entries (chatsvc.realtime.presence).
 """
 
@@ -24,8 +24,9 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 
 from chatsvc.realtime import events, presence
 from chatsvc.rooms import selectors
-from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
+from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
 from chatsvc.tenants.models import Tenant, TenantKey
+from chatsvc.usage import recorder as usage
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,15 @@ def member_removed(sender, instance: RoomRemoval, created: bool, **kwargs) -> No
     _after_commit(events.member_removed, instance.room_id, instance.user_id)
 
 
+def member_muted(sender, instance: RoomMute, **kwargs) -> None:
+    until = instance.until.timestamp()
+    _after_commit(events.member_muted, instance.room_id, instance.user_id, until)
+
+
+def member_unmuted(sender, instance: RoomMute, **kwargs) -> None:
+    _after_commit(events.member_muted, instance.room_id, instance.user_id, None)
+
+
 def user_revoked(sender, instance: UserRevocation, **kwargs) -> None:
     revoked_at = instance.revoked_at.timestamp()
     _after_commit(events.user_revoked, instance.tenant_id, instance.user_id, revoked_at)
@@ -87,6 +97,8 @@ def connect_signals() -> None:
     post_delete.connect(room_deleted, sender=Room, dispatch_uid="revoke-room-deleted")
     post_save.connect(member_removed, sender=RoomRemoval, dispatch_uid="revoke-member-removed")
     post_save.connect(user_revoked, sender=UserRevocation, dispatch_uid="revoke-user-revoked")
+    post_save.connect(member_muted, sender=RoomMute, dispatch_uid="mute-saved")
+    post_delete.connect(member_unmuted, sender=RoomMute, dispatch_uid="mute-deleted")
 
 
 # --- the sweep -------------------------------------------------------------------------
@@ -108,7 +120,8 @@ def _still_valid(key_ids: set[str], tenant_ids: set[str], room_ids: set[str], us
     )
     removed = selectors.removals_among(connection_ids=room_ids, user_ids=user_ids)
     revoked = selectors.revocations_among(tenant_ids=tenant_ids, user_ids=user_ids)
-    return keys, tenants, rooms, removed, revoked
+    muted = selectors.mutes_among(connection_ids=room_ids, user_ids=user_ids)
+    return keys, tenants, rooms, removed, revoked, muted
 
 
 async def sweep(sockets) -> None:
@@ -116,7 +129,7 @@ async def sweep(sockets) -> None:
     sockets = [s for s in sockets if s.user is not None and not s.closed]
     if not sockets:
         return
-    keys, tenants, rooms, removed, revoked = await database_sync_to_async(_still_valid)(
+    keys, tenants, rooms, removed, revoked, muted = await database_sync_to_async(_still_valid)(
         {s.user.key_id for s in sockets},
         {s.user.tenant.id for s in sockets},
         {room for s in sockets for room in s.rooms},
@@ -137,6 +150,8 @@ async def sweep(sockets) -> None:
             for room in set(socket.rooms):
                 if (room, user.id) in removed:
                     await socket.on_member_removed(room, user.id)
+                else:
+                    socket.on_member_muted(room, user.id, muted.get((room, user.id)))
 
 
 async def sweep_forever(live, interval: float) -> None:
@@ -155,3 +170,4 @@ async def sweep_forever(live, interval: float) -> None:
             await presence.renew([s for s in sockets if s.user and not s.closed])
         except Exception:
             logger.exception("presence renewal failed")
+        await usage.sample_sockets(sockets)  # live sockets per tenant; never raises

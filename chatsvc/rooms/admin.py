@@ -6,7 +6,7 @@ from django.utils.html import format_html, format_html_join
 
 from chatsvc.messaging.dynamo import fetch_history
 from chatsvc.rooms import services
-from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
+from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
 
 logger = logging.getLogger(__name__)
 RECENT_MESSAGES = 20
@@ -41,19 +41,26 @@ class RoomAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{} ({})</td><td>{}</td></tr>",
-            ((m["ts"], m["sender"]["name"], m["sender"]["id"], m["body"]) for m in found),
+            ((m["ts"], m["sender"]["name"], m["sender"]["id"], _shown_body(m)) for m in found),
         )
         return format_html(
             "<table><tr><th>time</th><th>sender</th><th>body</th></tr>{}</table>", rows
         )
 
 
+def _shown_body(message: dict) -> str:
+    if message.get("deleted"):
+        by = (message.get("deleted_by") or {}).get("id") or "the tenant's API"
+        return f"(deleted by {by})"
+    return message["body"] + (" (edited)" if "edited_at" in message else "")
+
+
 @admin.register(RoomRemoval)
 class RoomRemovalAdmin(admin.ModelAdmin):
-    """Users removed from rooms. Adding one here removes the user at once; lifting
-    (deleting) it lets them join again."""
+    """Users removed (banned) from rooms. Adding one here removes the user at once;
+    lifting (deleting) it lets them join again. A ban with an end lifts itself."""
 
-    list_display = ("user_id", "room", "tenant", "removed_at")
+    list_display = ("user_id", "room", "tenant", "removed_at", "until", "removed_by", "reason")
     list_filter = ("room__tenant",)
     search_fields = ("user_id", "room__connection_id", "room__title")
     raw_id_fields = ("room",)
@@ -72,6 +79,37 @@ class RoomRemovalAdmin(admin.ModelAdmin):
             services.readmit_member(room=removal.room, user_id=removal.user_id)
             count += 1
         self.message_user(request, f"{count} removal(s) lifted.", messages.SUCCESS)
+
+
+@admin.register(RoomMute)
+class RoomMuteAdmin(admin.ModelAdmin):
+    """Users muted in rooms: they read but cannot send, edit, react or type until the
+    mute ends. Adding or changing one here applies at once; lifting (deleting) it
+    unmutes them."""
+
+    list_display = ("user_id", "room", "tenant", "until", "in_force", "muted_by", "reason")
+    list_filter = ("room__tenant",)
+    search_fields = ("user_id", "room__connection_id", "room__title")
+    raw_id_fields = ("room",)
+    readonly_fields = ("muted_at",)
+    list_select_related = ("room__tenant",)
+    actions = ["lift"]
+
+    @admin.display(description="Tenant", ordering="room__tenant")
+    def tenant(self, mute: RoomMute):
+        return mute.room.tenant
+
+    @admin.display(description="In force", boolean=True)
+    def in_force(self, mute: RoomMute):
+        return mute.is_active
+
+    @admin.action(description="Lift selected mutes (the users may write again)")
+    def lift(self, request, queryset):
+        count = 0
+        for mute in queryset:  # one by one: each deletion tells the live sockets
+            mute.delete()
+            count += 1
+        self.message_user(request, f"{count} mute(s) lifted.", messages.SUCCESS)
 
 
 @admin.register(UserRevocation)

@@ -44,12 +44,18 @@ class Room(models.Model):
 
 
 class RoomRemoval(models.Model):
-    """A user removed from a room: their sockets left it, and they cannot join it
-    again until re-admitted (the row is deleted: REST PUT, or the admin)."""
+    """A user removed (banned) from a room: their sockets left it, and they cannot
+    join it again until re-admitted (the row is deleted: REST PUT, a moderator's
+    `unban`, or the admin) or until `until`, when one is set."""
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="removals")
     user_id = models.CharField(max_length=128, help_text="The token subject (LMS user id).")
     removed_at = models.DateTimeField(default=timezone.now)
+    until = models.DateTimeField(null=True, blank=True, help_text="Empty: until lifted.")
+    removed_by = models.CharField(
+        max_length=128, blank=True, help_text="The moderator's user id; empty: the tenant's API."
+    )
+    reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-removed_at"]
@@ -59,6 +65,33 @@ class RoomRemoval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} removed from {self.room_id}"
+
+
+class RoomMute(models.Model):
+    """A user muted in a room until `until`: they stay and read, but cannot send,
+    edit, react or type there (chatsvc.rooms.moderation)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="mutes")
+    user_id = models.CharField(max_length=128, help_text="The token subject (LMS user id).")
+    until = models.DateTimeField()
+    muted_at = models.DateTimeField(default=timezone.now)
+    muted_by = models.CharField(
+        max_length=128, blank=True, help_text="The moderator's user id; empty: the tenant's API."
+    )
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-muted_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user_id"], name="one_mute_per_room_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} muted in {self.room_id} until {self.until:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.until > timezone.now()
 
 
 class UserRevocation(models.Model):

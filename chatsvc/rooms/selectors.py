@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from django.db import connections
 from django.db.models import Q
 from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
 
 from chatsvc.core.ulid import is_ulid
-from chatsvc.rooms.models import Room, RoomRemoval, UserRevocation
+from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
 
 
 def room_of_tenant(*, tenant_id: str, connection_id: str) -> Room | None:
@@ -81,8 +82,27 @@ def _scalars_spelled_by(text: str) -> list:
 # --- membership ----------------------------------------------------------------------
 
 
+def _in_force():
+    """Removals that still bar: without an end, or ending later."""
+    return Q(until__isnull=True) | Q(until__gt=timezone.now())
+
+
 def is_removed(*, connection_id: str, user_id: str) -> bool:
-    return RoomRemoval.objects.filter(room_id=connection_id, user_id=user_id).exists()
+    return (
+        RoomRemoval.objects.filter(room_id=connection_id, user_id=user_id)
+        .filter(_in_force())
+        .exists()
+    )
+
+
+def muted_until(*, connection_id: str, user_id: str) -> float | None:
+    """When the user's mute in the room ends (epoch seconds), if they are muted."""
+    until = (
+        RoomMute.objects.filter(room_id=connection_id, user_id=user_id, until__gt=timezone.now())
+        .values_list("until", flat=True)
+        .first()
+    )
+    return until.timestamp() if until is not None else None
 
 
 def removal_of(*, room: Room, user_id: str) -> RoomRemoval | None:
@@ -96,10 +116,20 @@ def revocation_of(*, tenant_id: str, user_id: str) -> UserRevocation | None:
 def removals_among(*, connection_ids: set[str], user_ids: set[str]) -> set[tuple[str, str]]:
     """(connection_id, user_id) pairs removed, of these rooms and users."""
     return set(
-        RoomRemoval.objects.filter(room_id__in=connection_ids, user_id__in=user_ids).values_list(
-            "room_id", "user_id"
-        )
+        RoomRemoval.objects.filter(room_id__in=connection_ids, user_id__in=user_ids)
+        .filter(_in_force())
+        .values_list("room_id", "user_id")
     )
+
+
+def mutes_among(*, connection_ids: set[str], user_ids: set[str]) -> dict[tuple[str, str], float]:
+    """(connection_id, user_id) -> end of the mute (epoch seconds), of these rooms and users."""
+    return {
+        (room_id, user_id): until.timestamp()
+        for room_id, user_id, until in RoomMute.objects.filter(
+            room_id__in=connection_ids, user_id__in=user_ids, until__gt=timezone.now()
+        ).values_list("room_id", "user_id", "until")
+    }
 
 
 def revocations_among(*, tenant_ids: set[str], user_ids: set[str]) -> dict[tuple[str, str], float]:

@@ -26,6 +26,11 @@ class StreamUnavailable(Exception):
     """The stream's store cannot be reached; nothing was changed."""
 
 
+class RecordChanged(Exception):
+    """A change was refused: the message's record is missing (no seed given) or
+    no longer at the version the change was computed from. Nothing was changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     seq: int
@@ -39,6 +44,80 @@ class Appended:
     acked: bool  # SQS accepted this message already
     seq: int
     frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An event that changes one message's record, for `apply`.
+
+    The event frame is `head` + `"id":…,"seq":…` + `tail`, like a message's.
+    `fields` maps record fields to new string values (False deletes one;
+    "$seq" becomes the event's seq). It applies only while the record is at
+    `version`; a missing record is created from `seed` (version 0) first.
+    """
+
+    connection_id: str
+    message_id: str
+    sent_key: str  # the actor's client_id for this change: resends map to the first
+    event_id: str
+    head: str
+    tail: str
+    version: str
+    seed: dict | None
+    fields: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """A user's reaction toggle, for `react`: applied atomically, so concurrent
+    reactions never conflict. The frame is `head` + `"id":…,"seq":…` + `tail`
+    + `,"added":…,"reactions":[…]}`."""
+
+    connection_id: str
+    message_id: str
+    sent_key: str
+    event_id: str
+    head: str
+    tail: str  # without its closing brace
+    seed: dict | None
+    emoji: str
+    user_id: str
+    max_kinds: int
+    max_reactions: int
+    shown: int  # user ids per emoji in the frame
+
+
+@dataclass(frozen=True, slots=True)
+class Reacted:
+    appended: Appended
+    reactions: list[dict] | None  # the message's reactions after it (None for a resend)
+
+
+class Refused(Exception):
+    """The change breaks a rule the stream checks atomically; `code` says which
+    (message_deleted, too_many_kinds, too_many_reactions)."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMark:
+    """A user's read position in a room: `count` of the room's messages are at or
+    before `seq` (in `epoch`)."""
+
+    moved: bool  # False: the position was there already (or further)
+    epoch: str
+    seq: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    connection_id: str
+    unread: int  # messages after the user's read position (all, without one)
+    last_read_seq: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +153,17 @@ def sent_key(*, tenant_id: str, connection_id: str, sender_id: str, client_id: s
     """The key of one sender's client_id: unambiguous whatever the ids contain."""
     raw = json.dumps([tenant_id, connection_id, sender_id, client_id], ensure_ascii=False)
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def unread_of(connection_id: str, *, epoch: str | None, messages: int, mark: str | None) -> Unread:
+    """Unread messages from the room's state (`epoch`, `messages` so far) and the user's
+    read position ("epoch|seq|count", or None: never read, so everything is unread).
+    A position of another epoch (the room's state was lost since) counts as none."""
+    if mark is not None:
+        mark_epoch, seq, count = mark.split("|")
+        if mark_epoch == epoch:
+            return Unread(connection_id, max(0, messages - int(count)), int(seq))
+    return Unread(connection_id, messages, None)
 
 
 def parse_entry(raw: str) -> Entry:

@@ -5,12 +5,31 @@ message starts a new epoch above every earlier seq.
 """
 
 import asyncio
+import json
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from chatsvc.core.ulid import following
-from chatsvc.streams import Appended, Entry, Listener, Tail, Window, new_epoch
+from chatsvc.messaging.message_state import shown_reactions, toggle
+from chatsvc.streams import (
+    Appended,
+    Change,
+    Entry,
+    Listener,
+    Reacted,
+    Reaction,
+    ReadMark,
+    RecordChanged,
+    Refused,
+    Tail,
+    Unread,
+    Window,
+    new_epoch,
+    unread_of,
+)
+
+MESSAGE_PREFIX = '{"type":"message",'
 
 
 @dataclass
@@ -19,10 +38,14 @@ class _Room:
     seq: int
     last_id: str = ""
     log: deque = field(default_factory=deque)  # (ms, Entry)
+    messages: int = 0  # messages (not events) posted in this epoch
+    reads: dict = field(default_factory=dict)  # user id -> "epoch|seq|count"
 
 
 _rooms: dict[str, _Room] = {}
 _sent: OrderedDict[tuple[str, str], tuple[float, dict]] = OrderedDict()
+_records: dict[tuple[str, str], dict[str, str]] = {}  # (connection_id, message_id) -> record
+_readers: dict[tuple[str, str], set[str]] = {}  # (tenant_id, user_id) -> rooms read
 MAX_SENT = 200_000
 
 
@@ -54,18 +77,143 @@ class MemoryRoomStream:
         self, *, connection_id: str, sent_key: str, message_id: str, head: str, tail: str
     ) -> Appended:
         self._prune_sent()
-        key = (connection_id, sent_key)
-        if (first := _sent.get(key)) is not None:
+        if (first := self._claimed(connection_id, sent_key)) is not None:
+            return first
+        return await self._sequence(connection_id, sent_key, message_id, head, tail)
+
+    async def apply(self, change: Change) -> Appended:
+        self._prune_sent()
+        cid = change.connection_id
+        if (first := self._claimed(cid, change.sent_key)) is not None:
+            return first
+        record = _records.get((cid, change.message_id))
+        if record is None:
+            if change.seed is None:
+                raise RecordChanged("missing")
+            record = {**change.seed, "ver": "0"}
+        if record["ver"] != change.version:
+            raise RecordChanged("conflict")
+        _records[(cid, change.message_id)] = record
+        appended = await self._sequence(
+            cid, change.sent_key, change.event_id, change.head, change.tail
+        )
+        for name, value in change.fields.items():
+            if value is False:
+                record.pop(name, None)
+            else:
+                record[name] = str(appended.seq) if value == "$seq" else value
+        record["ver"] = str(int(record["ver"]) + 1)
+        return appended
+
+    async def react(self, reaction: Reaction) -> Reacted:
+        self._prune_sent()
+        cid = reaction.connection_id
+        if (first := self._claimed(cid, reaction.sent_key)) is not None:
+            return Reacted(first, None)
+        record = _records.get((cid, reaction.message_id))
+        if record is None:
+            if reaction.seed is None:
+                raise RecordChanged("missing")
+            record = {**reaction.seed, "ver": "0"}
+        if record.get("deleted") == "1":
+            raise Refused("message_deleted")
+        reactions = json.loads(record.get("reactions", "[]"))
+        try:
+            added = toggle(
+                reactions,
+                reaction.emoji,
+                reaction.user_id,
+                max_kinds=reaction.max_kinds,
+                max_reactions=reaction.max_reactions,
+            )
+        except ValueError as broken:
+            raise Refused(str(broken)) from None
+        shown = json.dumps(shown_reactions(reactions, reaction.shown), ensure_ascii=False)
+        tail = f'{reaction.tail},"added":{json.dumps(added)},"reactions":{shown}}}'
+        _records[(cid, reaction.message_id)] = record
+        appended = await self._sequence(
+            cid, reaction.sent_key, reaction.event_id, reaction.head, tail
+        )
+        record.update(
+            reactions=json.dumps(reactions, ensure_ascii=False),
+            reactions_rev=str(appended.seq),
+            ver=str(int(record["ver"]) + 1),
+        )
+        return Reacted(appended, reactions)
+
+    async def mark_read(self, connection_id: str, *, tenant_id: str, user_id: str, seq: int):
+        room = _room(connection_id)
+        seq = min(seq, room.seq)
+        if (old := room.reads.get(user_id)) is not None:
+            old_epoch, old_seq, old_count = old.split("|")
+            if old_epoch == room.epoch and int(old_seq) >= seq:
+                return ReadMark(False, room.epoch, int(old_seq), int(old_count))
+        after = sum(
+            1 for _, entry in room.log if entry.seq > seq and entry.frame.startswith(MESSAGE_PREFIX)
+        )
+        count = max(0, room.messages - after)
+        room.reads[user_id] = f"{room.epoch}|{seq}|{count}"
+        _readers.setdefault((tenant_id, user_id), set()).add(connection_id)
+        return ReadMark(True, room.epoch, seq, count)
+
+    async def unread(
+        self, *, tenant_id: str, user_id: str, connection_ids: list[str] | None = None
+    ) -> list[Unread]:
+        if connection_ids is None:
+            connection_ids = sorted(_readers.get((tenant_id, user_id), ()))
+        result = []
+        for cid in connection_ids:
+            room = _rooms.get(cid)
+            result.append(
+                unread_of(
+                    cid,
+                    epoch=room.epoch if room else None,
+                    messages=room.messages if room else 0,
+                    mark=room.reads.get(user_id) if room else None,
+                )
+            )
+        return result
+
+    async def record(self, connection_id: str, message_id: str) -> dict[str, str] | None:
+        found = _records.get((connection_id, message_id))
+        return dict(found) if found is not None else None
+
+    async def records(self, connection_id: str, message_ids: list[str]) -> dict[str, dict]:
+        return {
+            message_id: dict(_records[(connection_id, message_id)])
+            for message_id in message_ids
+            if (connection_id, message_id) in _records
+        }
+
+    async def find(self, connection_id: str, message_id: str) -> Entry | None:
+        room = _rooms.get(connection_id)
+        for _, entry in room.log if room is not None else ():
+            if entry.id == message_id and entry.frame.startswith(MESSAGE_PREFIX):
+                return entry
+        return None
+
+    async def first(self, connection_id: str, sent_key: str) -> Appended | None:
+        return self._claimed(connection_id, sent_key)
+
+    def _claimed(self, connection_id: str, sent_key: str) -> Appended | None:
+        if (first := _sent.get((connection_id, sent_key))) is not None:
             record = first[1]
             return Appended(False, record["acked"], record["seq"], record["frame"])
+        return None
+
+    async def _sequence(
+        self, connection_id: str, sent_key: str, entry_id: str, head: str, tail: str
+    ) -> Appended:
         room = _room(connection_id)
         room.seq += 1
-        room.last_id = message_id = following(room.last_id, message_id)
-        frame = f'{head}"id":"{message_id}","seq":{room.seq}{tail}'
+        room.last_id = entry_id = following(room.last_id, entry_id)
+        if head.startswith(MESSAGE_PREFIX):
+            room.messages += 1
+        frame = f'{head}"id":"{entry_id}","seq":{room.seq}{tail}'
         now = _now_ms()
-        room.log.append((now, Entry(room.seq, message_id, frame)))
+        room.log.append((now, Entry(room.seq, entry_id, frame)))
         self._trim(room.log, now)
-        _sent[key] = (
+        _sent[(connection_id, sent_key)] = (
             time.monotonic() + self.window.sent_ttl_seconds,
             {"acked": False, "seq": room.seq, "frame": frame},
         )
@@ -90,7 +238,11 @@ class MemoryRoomStream:
         room = _rooms.get(connection_id)
         if room is None:
             return []
-        older = [entry for _, entry in room.log if before is None or entry.id < before]
+        older = [
+            entry
+            for _, entry in room.log
+            if (before is None or entry.id < before) and entry.frame.startswith(MESSAGE_PREFIX)
+        ]
         return older[-limit:]
 
     def listen(self, listener: Listener) -> None:
@@ -128,3 +280,5 @@ def forget_everything() -> None:
     """Lose all state, as a restart would (tests)."""
     _rooms.clear()
     _sent.clear()
+    _records.clear()
+    _readers.clear()

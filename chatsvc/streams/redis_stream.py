@@ -4,10 +4,14 @@ Keys per room, hash-tagged so a room's keys share a cluster slot:
   chatsvc:{<cid>}:state       hash {epoch, seq, last_id}
   chatsvc:{<cid>}:log         list of "<ms>|<seq>|<id>|<frame>", a contiguous suffix of the room
   chatsvc:{<cid>}:sent:<key>  hash {acked, seq, frame}: one sender's client_id
+  chatsvc:{<cid>}:m:<id>      hash: one message's record (edits, deletion, reactions)
+  chatsvc:{<cid>}:reads       hash {user id: "epoch|seq|count"}: read positions
+  chatsvc:reader:<tenant>:<user>  set of the connection_ids the user has read
 and the channel chatsvc:room:<cid>, carrying "<seq>|<frame>".
 """
 
 import asyncio
+import json
 import logging
 from functools import cache
 from pathlib import Path
@@ -22,13 +26,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chatsvc.streams import REDIS_OUTAGES as OUTAGES
 from chatsvc.streams import (
     Appended,
+    Change,
     Entry,
     Listener,
+    Reacted,
+    Reaction,
+    ReadMark,
+    RecordChanged,
+    Refused,
     StreamUnavailable,
     Tail,
+    Unread,
     Window,
     new_epoch,
     parse_entry,
+    unread_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,6 +48,10 @@ logger = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).with_name("scripts")
 CHANNEL_PREFIX = "chatsvc:room:"
 STATE_TTL_SECONDS = 7 * 86400  # an idle room's seq state; a lost one starts a new epoch
+# A message record outlives the replay log; once gone it is seeded again from
+# DynamoDB, which has every change persisted by then.
+RECORD_TTL_SECONDS = 7 * 86400
+READS_TTL_SECONDS = 90 * 86400  # read positions of a room nobody read for this long go
 PING_SECONDS = 10  # a silent pub/sub connection is checked this often
 
 
@@ -63,6 +79,22 @@ def init_room_blocking(url: str, connection_id: str) -> None:
 
 def _keys(connection_id: str) -> tuple[str, str]:
     return f"chatsvc:{{{connection_id}}}:state", f"chatsvc:{{{connection_id}}}:log"
+
+
+def _sent_key(connection_id: str, sent_key: str) -> str:
+    return f"chatsvc:{{{connection_id}}}:sent:{sent_key}"
+
+
+def _reads_key(connection_id: str) -> str:
+    return f"chatsvc:{{{connection_id}}}:reads"
+
+
+def _reader_key(tenant_id: str, user_id: str) -> str:
+    return f"chatsvc:reader:{tenant_id}:{user_id}"
+
+
+def _record_key(connection_id: str, message_id: str) -> str:
+    return f"chatsvc:{{{connection_id}}}:m:{message_id}"
 
 
 class RedisRoomStream:
@@ -93,6 +125,10 @@ class RedisRoomStream:
         self._append = _script(self.redis, "append")
         self._tail = _script(self.redis, "tail")
         self._recent = _script(self.redis, "recent")
+        self._apply = _script(self.redis, "apply")
+        self._find = _script(self.redis, "find")
+        self._react = _script(self.redis, "react")
+        self._mark_read = _script(self.redis, "read")
         self.listener: Listener | None = None
         self.rooms: set[str] = set()
         self._pubsub = None
@@ -100,33 +136,173 @@ class RedisRoomStream:
 
     # --- writes and reads ----------------------------------------------------------
 
+    def _sequence_args(self, connection_id: str, message_id: str, head: str, tail: str) -> list:
+        window = self.window
+        return [
+            CHANNEL_PREFIX + connection_id,
+            message_id,
+            new_epoch(),
+            head,
+            tail,
+            window.keep_messages,
+            window.keep_seconds * 1000,
+            window.max_messages,
+            window.sent_ttl_seconds,
+            STATE_TTL_SECONDS,
+            max(window.keep_seconds, 3600),
+        ]
+
     async def append(
         self, *, connection_id: str, sent_key: str, message_id: str, head: str, tail: str
     ) -> Appended:
         state, log = _keys(connection_id)
-        window = self.window
         new, acked, seq, frame = await self._call(
             self._append,
-            keys=[f"chatsvc:{{{connection_id}}}:sent:{sent_key}", state, log],
-            args=[
-                CHANNEL_PREFIX + connection_id,
-                message_id,
-                new_epoch(),
-                head,
-                tail,
-                window.keep_messages,
-                window.keep_seconds * 1000,
-                window.max_messages,
-                window.sent_ttl_seconds,
-                STATE_TTL_SECONDS,
-                max(window.keep_seconds, 3600),
-            ],
+            keys=[_sent_key(connection_id, sent_key), state, log],
+            args=self._sequence_args(connection_id, message_id, head, tail),
         )
         return Appended(bool(new), bool(acked), int(seq), frame.decode())
 
+    async def apply(self, change: Change) -> Appended:
+        """Append an event and change its message's record atomically (streams.Change)."""
+        cid = change.connection_id
+        state, log = _keys(cid)
+        new, acked, seq, frame = await self._call(
+            self._apply,
+            keys=[_sent_key(cid, change.sent_key), state, log, _record_key(cid, change.message_id)],
+            args=[
+                *self._sequence_args(cid, change.event_id, change.head, change.tail),
+                change.version,
+                "" if change.seed is None else json.dumps(change.seed),
+                json.dumps(change.fields),
+                RECORD_TTL_SECONDS,
+            ],
+        )
+        if new < 0:
+            raise RecordChanged(frame.decode())
+        return Appended(bool(new), bool(acked), int(seq), frame.decode())
+
+    async def react(self, reaction: Reaction) -> Reacted:
+        """Toggle a reaction and post its event atomically (streams.Reaction)."""
+        cid = reaction.connection_id
+        state, log = _keys(cid)
+        new, acked, seq, frame, *rest = await self._call(
+            self._react,
+            keys=[
+                _sent_key(cid, reaction.sent_key),
+                state,
+                log,
+                _record_key(cid, reaction.message_id),
+            ],
+            args=[
+                *self._sequence_args(cid, reaction.event_id, reaction.head, reaction.tail),
+                "" if reaction.seed is None else json.dumps(reaction.seed),
+                reaction.emoji,
+                reaction.user_id,
+                reaction.max_kinds,
+                reaction.max_reactions,
+                reaction.shown,
+                RECORD_TTL_SECONDS,
+            ],
+        )
+        if new == -1:
+            raise RecordChanged("missing")
+        if new < 0:
+            raise Refused(frame.decode())
+        appended = Appended(bool(new), bool(acked), int(seq), frame.decode())
+        return Reacted(appended, json.loads(rest[0]) if rest else None)
+
+    async def mark_read(self, connection_id: str, *, tenant_id: str, user_id: str, seq: int):
+        """Move the user's read position forward (streams.ReadMark); remember the room
+        among the user's rooms (for their unread counts)."""
+        state, log = _keys(connection_id)
+        moved, epoch, seq, count = await self._call(
+            self._mark_read,
+            keys=[state, log, _reads_key(connection_id)],
+            args=[user_id, seq, new_epoch(), READS_TTL_SECONDS],
+        )
+        if moved:
+            try:
+                reader = _reader_key(tenant_id, user_id)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.sadd(reader, connection_id).expire(reader, READS_TTL_SECONDS)
+                    await pipe.execute()
+            except OUTAGES as exc:
+                raise StreamUnavailable(str(exc)) from exc
+        return ReadMark(bool(moved), epoch.decode(), int(seq), int(count))
+
+    async def unread(
+        self, *, tenant_id: str, user_id: str, connection_ids: list[str] | None = None
+    ) -> list[Unread]:
+        """Unread messages per room: of `connection_ids`, or of the rooms the user read."""
+        try:
+            if connection_ids is None:
+                members = await self.redis.smembers(_reader_key(tenant_id, user_id))
+                connection_ids = sorted(member.decode() for member in members)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cid in connection_ids:
+                    pipe.hmget(_keys(cid)[0], "epoch", "messages")
+                    pipe.hget(_reads_key(cid), user_id)
+                replies = await pipe.execute()
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+        result = []
+        for index, cid in enumerate(connection_ids):
+            (epoch, messages), mark = replies[2 * index], replies[2 * index + 1]
+            result.append(
+                unread_of(
+                    cid,
+                    epoch=epoch.decode() if epoch else None,
+                    messages=int(messages or 0),
+                    mark=mark.decode() if mark else None,
+                )
+            )
+        return result
+
+    async def record(self, connection_id: str, message_id: str) -> dict[str, str] | None:
+        try:
+            found = await self.redis.hgetall(_record_key(connection_id, message_id))
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+        return {k.decode(): v.decode() for k, v in found.items()} or None
+
+    async def records(self, connection_id: str, message_ids: list[str]) -> dict[str, dict]:
+        """The records of those messages that have one (history overlays them)."""
+        if not message_ids:
+            return {}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for message_id in message_ids:
+                    pipe.hgetall(_record_key(connection_id, message_id))
+                found = await pipe.execute()
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+        return {
+            message_id: {k.decode(): v.decode() for k, v in record.items()}
+            for message_id, record in zip(message_ids, found, strict=True)
+            if record
+        }
+
+    async def find(self, connection_id: str, message_id: str) -> Entry | None:
+        _, log = _keys(connection_id)
+        reply = await self._call(self._find, keys=[log], args=[message_id])
+        return parse_entry(reply[0].decode()) if reply else None
+
+    async def first(self, connection_id: str, sent_key: str) -> Appended | None:
+        """What a client_id already claimed posted, if anything (a resend)."""
+        try:
+            acked, seq, frame = await self.redis.hmget(
+                _sent_key(connection_id, sent_key), "acked", "seq", "frame"
+            )
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+        if frame is None:
+            return None
+        return Appended(False, acked == b"1", int(seq), frame.decode())
+
     async def mark_acked(self, *, connection_id: str, sent_key: str) -> None:
         try:
-            await self.redis.hset(f"chatsvc:{{{connection_id}}}:sent:{sent_key}", "acked", 1)
+            await self.redis.hset(_sent_key(connection_id, sent_key), "acked", 1)
         except OUTAGES as exc:
             raise StreamUnavailable(str(exc)) from exc
 

@@ -5,7 +5,6 @@ POSTed to the launch → the chat page, where an Instructor and a Learner chat.
 Then each refusal over real HTTP, as a browser would meet it."""
 
 import json
-import os
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -19,20 +18,11 @@ from tests.e2e.conftest import browser  # noqa: F401  (fixture)
 from tests.integration.conftest import postgres_url, start_server  # noqa: F401  (fixtures)
 from tests.lti.platform import FakePlatform
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _orm_beside_playwright():
-    """Playwright's sync API keeps an event loop in this thread, which Django's ORM
-    takes for an async context; the test's own queries never run inside it."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("orm_beside_playwright"),
+]
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Usage tests: real PostgreSQL (DATABASE_URL) and Redis (REDIS_URL) when set."""
 
-import os
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -102,16 +101,3 @@ def admin_client(client, db):
     user = User.objects.create_superuser("root", "root@example.com", "pw-unused-123")
     client.force_login(user)
     return client
-
-
-@pytest.fixture(scope="module")
-def orm_beside_playwright():
-    """Playwright's sync API keeps an event loop in this thread, which Django's ORM
-    takes for an async context; the test's own queries never run inside it."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous

@@ -5,25 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0002_max_sockets_per_user'),
+        ("tenants", "0002_max_sockets_per_user"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='attachment_max_bytes',
-            field=models.PositiveIntegerField(default=10485760, help_text='Largest file a user may attach, in bytes; 0: no attachments.', validators=[django.core.validators.MaxValueValidator(104857600)]),
+            model_name="tenant",
+            name="attachment_max_bytes",
+            field=models.PositiveIntegerField(
+                default=10485760,
+                help_text="Largest file a user may attach, in bytes; 0: no attachments.",
+                validators=[django.core.validators.MaxValueValidator(104857600)],
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='attachment_types',
-            field=models.TextField(blank=True, default='image/png\nimage/jpeg\nimage/gif\nimage/webp\napplication/pdf\ntext/plain', help_text='Content types users may attach, one per line (checked against the uploaded bytes, not the name). Empty: none.'),
+            model_name="tenant",
+            name="attachment_types",
+            field=models.TextField(
+                blank=True,
+                default="image/png\nimage/jpeg\nimage/gif\nimage/webp\napplication/pdf\ntext/plain",
+                help_text="Content types users may attach, one per line (checked against the uploaded bytes, not the name). Empty: none.",
+            ),
         ),
         migrations.AddField(
-            model_name='tenant',
-            name='message_edit_seconds',
-            field=models.PositiveIntegerField(default=900, help_text="How long after sending a user may edit their message; 0: no edits. Deleting one's own message has no time limit.", validators=[django.core.validators.MaxValueValidator(2592000)]),
+            model_name="tenant",
+            name="message_edit_seconds",
+            field=models.PositiveIntegerField(
+                default=900,
+                help_text="How long after sending a user may edit their message; 0: no edits. Deleting one's own message has no time limit.",
+                validators=[django.core.validators.MaxValueValidator(2592000)],
+            ),
         ),
     ]

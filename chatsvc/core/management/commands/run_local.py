@@ -1,7 +1,7 @@
 """Everything on embedded defaults in one command: emulator, web server, worker.
 
 An AWS emulator (moto in server mode) on loopback is provisioned with the
-same queue, DLQ and table shapes as cloudformation/; the web server (daphne)
+same queue, DLQ, table and attachments bucket shapes as cloudformation/; the web server (daphne)
 and the queue worker run as child processes against it. Ctrl-C stops all.
 
 The web port is bound first, here, and handed to the web server: a port that
@@ -92,7 +92,7 @@ class Command(BaseCommand):
         emulator.start()
         children: list[subprocess.Popen] = []
         try:
-            env = self._environment(endpoint)
+            env = self._environment(endpoint, local_url(host, port))
             call_command("migrate", interactive=False, verbosity=0)
             _, room, issued = ensure_demo(reissue_key=True)
             with web_socket:
@@ -108,7 +108,7 @@ class Command(BaseCommand):
             emulator.stop()
             self.stdout.write("stopped.")
 
-    def _environment(self, endpoint: str) -> dict:
+    def _environment(self, endpoint: str, origin: str) -> dict:
         env = os.environ.copy()
         env.setdefault("AWS_ACCESS_KEY_ID", "local")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
@@ -118,11 +118,18 @@ class Command(BaseCommand):
         # Commands run in their own process here, and the in-memory channel layer
         # reaches no other: the revocation sweep is what tells the web server.
         env.setdefault("CHAT_REVALIDATE_SECONDS", "2")
+        # Webhooks (sent by the worker) may go to a receiver on this machine.
+        env.setdefault("CHAT_WEBHOOK_ALLOW_PRIVATE", "true")
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
         settings.AWS_ENDPOINT_URL = endpoint
         queue_url, _ = provision.ensure_queue(clients.sqs(), QUEUE_NAME)
         provision.ensure_table(clients.dynamodb(), settings.CHAT_TABLE_NAME)
+        # Attachments: the browser (the demo page's origin) uploads straight to it.
+        origins = [origin, origin.replace("127.0.0.1", "localhost")]
+        bucket = settings.CHAT_ATTACHMENTS_BUCKET
+        provision.ensure_bucket(clients.client("s3"), bucket, cors_origins=sorted(set(origins)))
         env.update(CHAT_QUEUE_URL=queue_url, CHAT_TABLE_NAME=settings.CHAT_TABLE_NAME)
+        env.update(CHAT_ATTACHMENTS_BUCKET=bucket)
         return env
 
     def _spawn_web(self, env, host, port, web_socket) -> subprocess.Popen:
