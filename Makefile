@@ -50,6 +50,7 @@ test: $(VENV)/.installed infra-tools lint
 bench: $(VENV)/.installed
 	$(PY) bench/fanout.py
 	$(PY) bench/persistence.py
+	$(PY) bench/content.py
 
 # Fault drills (not part of `make test`): one JSON line per drill (docs/operations.md).
 drills: $(VENV)/.installed

@@ -91,16 +91,18 @@ def delete_message(request, connection_id: RoomId, message_id: str):
     """Deletes any message of the room, as a moderator: members see
     `message_deleted {moderated: true}` live, history keeps a tombstone
     without the body, and the worker removes the body (and attachments)
-    from storage. Deleting a deleted message is a 409."""
+    from storage. Retrying after a 503 is safe (it answers the same event);
+    deleting a message someone else deleted is a 409."""
     room = tenant_room(request, connection_id)
     if not is_ulid(message_id):
         raise ApiError(404, "message_not_found", "no such message in this room")
-    actor = content.Actor(request.auth, None, None, moderator=True)
+    actor = content.Actor(request.auth, None, None, moderator=True, backend=True)
     return _run(
         content.delete_message,
         actor=actor,
         connection_id=room.connection_id,
-        client_id=new_ulid(),
+        # One deletion per message: retrying after a 503 queues the first one again.
+        client_id=f"api:{message_id}",
         message_id=message_id,
     )
 
@@ -115,7 +117,9 @@ def moderate(request, connection_id: RoomId, payload: ModerationIn):
     reactions and typing are refused with `error muted`; a kicked or banned
     user's sockets leave the room (`left {reason: "removed"}`), and a banned
     one cannot rejoin (`error removed`) until the ban ends or is lifted. The
-    room sees a `moderation` event. The user need not be online."""
+    room sees a `moderation` event. The user need not be online. Send an
+    `Idempotency-Key` header to retry safely after a 503. Moderators cannot
+    lift or shorten your removals; you can lift theirs."""
     room = tenant_room(request, connection_id)
     if (payload.action == "mute") != (payload.seconds is not None) and payload.action != "ban":
         message = "'mute' needs 'seconds'; only 'mute' and 'ban' take it"
@@ -124,12 +128,14 @@ def moderate(request, connection_id: RoomId, payload: ModerationIn):
     texts = [payload.user_id, payload.reason, *((by.id, by.name) if by else ())]
     if not all(map(is_storable, texts)):
         raise ApiError(422, "invalid_request", "text must not contain control characters")
-    actor = content.Actor(request.auth, by.id if by else None, by.name if by else None, True)
+    actor = content.Actor(
+        request.auth, by.id if by else None, by.name if by else None, True, backend=True
+    )
     return _run(
         moderation.moderate,
         actor=actor,
         connection_id=room.connection_id,
-        client_id=new_ulid(),
+        client_id=_idempotency_key(request),
         action=payload.action,
         user_id=payload.user_id,
         seconds=payload.seconds,
@@ -158,6 +164,17 @@ def list_moderation(request, connection_id: RoomId):
             for b in bans
         ],
     }
+
+
+def _idempotency_key(request) -> str:
+    """`Idempotency-Key` (1-64 plain characters): a retry with the same key gets the
+    first attempt's event and changes nothing twice. Without one, every call acts."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return new_ulid()
+    if not 0 < len(key) <= 64 or not is_storable(key):
+        raise ApiError(422, "invalid_request", "Idempotency-Key must be 1 to 64 plain characters")
+    return "key:" + key
 
 
 def _run(change, **arguments) -> dict:

@@ -207,6 +207,8 @@ async def claim(user: ChatUser, connection_id: str, ids: list[str], *, ref: str)
         raise refusals[0]
     found = dict(zip((row.id for row in to_verify), detected, strict=True))
     attached = await _attach(user, connection_id, ids, ref, found)
+    # The checked copies are served; the uploads themselves can go.
+    await asyncio.to_thread(delete_keys_quietly, [row.key for row in to_verify])
     return [metadata(attached[i]) for i in ids]
 
 
@@ -283,6 +285,22 @@ def _verify(row: Attachment, allowed: set[str]) -> str | AttachmentError:
             f"{row.id}: the content is {detected or 'of an unknown type'}, "
             f"not the declared {row.declared_type}",
         )
+    # The upload's presigned POST stays valid for a while: serve a copy of exactly
+    # the bytes checked (the ETag pins them), never what is at the upload key later.
+    try:
+        _client().copy_object(
+            Bucket=_bucket_name(),
+            Key=sent_key(row.key),
+            CopySource={"Bucket": _bucket_name(), "Key": row.key},
+            CopySourceIfMatch=response["ETag"],
+            MetadataDirective="COPY",
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+            return AttachmentError(
+                "attachment_rejected", f"{row.id} changed while it was checked; upload it again"
+            )
+        raise
     return detected
 
 
@@ -313,8 +331,29 @@ def _attach(user: ChatUser, connection_id: str, ids, ref, detected: dict) -> dic
                 row.ref = ref
                 row.attached_at = now
                 row.detected_type = detected.get(row.id) or row.declared_type
-                row.save(update_fields=["status", "ref", "attached_at", "detected_type"])
+                row.key = sent_key(row.key)
+                row.save(update_fields=["status", "ref", "attached_at", "detected_type", "key"])
     return rows
+
+
+SENT = "sent"  # attached files live under <upload key's folder>/sent/<name>
+
+
+def sent_key(upload_key: str) -> str:
+    """Where an upload's checked copy is served from."""
+    folder, name = upload_key.rsplit("/", 1)
+    return f"{folder}/{SENT}/{name}"
+
+
+def _with_uploads(keys: list[str]) -> list[str]:
+    """The keys and, for sent copies, their upload keys (a late re-upload may sit there)."""
+    found = []
+    for key in keys:
+        found.append(key)
+        parts = key.split("/")
+        if len(parts) > 2 and parts[-2] == SENT:
+            found.append("/".join([*parts[:-2], parts[-1]]))
+    return found
 
 
 def metadata(row: Attachment) -> dict:
@@ -386,7 +425,9 @@ def delete_objects(*, tenant_id: str, connection_id: str, ids: list[str]) -> Non
 
 
 def _delete_keys(keys: list[str]) -> None:
-    """Delete objects (missing ones are fine); raise if S3 refuses any."""
+    """Delete objects (missing ones are fine), sent copies with their uploads;
+    raise if S3 refuses any."""
+    keys = _with_uploads(keys)
     client, bucket = _client(), _bucket_name()
     for start in range(0, len(keys), DELETE_BATCH):
         batch = keys[start : start + DELETE_BATCH]

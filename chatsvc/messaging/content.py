@@ -48,6 +48,7 @@ class Actor:
     id: str | None  # None: the tenant's backend, acting for no user it named
     name: str | None
     moderator: bool
+    backend: bool = False  # the tenant's backend (REST), which outranks moderators
 
     @classmethod
     def of_user(cls, user) -> "Actor":
@@ -70,7 +71,7 @@ class Done:
 async def edit_message(
     *, actor: Actor, connection_id: str, client_id: str, message_id: str, body: str
 ) -> Done:
-    def change(record: dict, now: datetime) -> tuple[dict, dict, dict]:
+    def change(record: dict, now: datetime):
         _require_present(record)
         if record["sender"] != actor.id:
             raise ContentError("forbidden", "you can edit only your own messages")
@@ -82,9 +83,9 @@ async def edit_message(
                 "edit_window_passed", f"messages can be edited for {window} s after sending"
             )
         ts = utc_timestamp(now)
-        fields = {"body": body, "edited_at": ts, "body_rev": "$seq"}
+        fields = {"body": body, "edited_at": ts}
         frame = {"message_id": message_id, "body": body, "by": actor.public(), "ts": ts}
-        return fields, frame, {"body": body, "edited_at": ts}
+        return fields, ("body_rev",), frame, {"body": body, "edited_at": ts}
 
     return await _change("message_edited", actor, connection_id, client_id, message_id, change)
 
@@ -92,7 +93,7 @@ async def edit_message(
 async def delete_message(
     *, actor: Actor, connection_id: str, client_id: str, message_id: str
 ) -> Done:
-    def change(record: dict, now: datetime) -> tuple[dict, dict, dict]:
+    def change(record: dict, now: datetime):
         _require_present(record)
         own = actor.id is not None and record["sender"] == actor.id
         if not (own or actor.moderator):
@@ -103,8 +104,6 @@ async def delete_message(
             "deleted": "1",
             "deleted_at": ts,
             "deleted_by": json.dumps(by),
-            "body_rev": "$seq",
-            "reactions_rev": "$seq",
             "body": False,
             "edited_at": False,
             "reactions": False,
@@ -112,7 +111,7 @@ async def delete_message(
         frame = {"message_id": message_id, "by": by, "moderated": not own, "ts": ts}
         attachments = json.loads(record.get("attachments", "[]"))
         state = {"deleted_at": ts, "deleted_by": by, "attachments": attachments}
-        return fields, frame, state
+        return fields, ("body_rev", "reactions_rev"), frame, state
 
     return await _change("message_deleted", actor, connection_id, client_id, message_id, change)
 
@@ -149,6 +148,7 @@ async def toggle_reaction(
                     max_kinds=settings.CHAT_REACTION_KINDS_PER_MESSAGE,
                     max_reactions=settings.CHAT_REACTIONS_PER_MESSAGE,
                     shown=SHOWN_REACTORS,
+                    expires_at=expires_at_of(actor.tenant, record["ts"]),
                 )
             )
         except RecordChanged:  # the record expired between our read and the toggle
@@ -163,8 +163,8 @@ async def toggle_reaction(
             actor,
             key,
             reacted.appended,
-            {"reactions": reacted.reactions},
-            record["ts"],
+            state={"reactions": reacted.reactions},
+            expires_at=expires_at_of(actor.tenant, record["ts"]),
         )
 
 
@@ -198,9 +198,8 @@ async def _change(kind, actor, connection_id, client_id, message_id, decide) -> 
             seed = None
             if record is None:
                 seed = record = await _seed(stream, connection_id, message_id)
-            fields, frame, state = decide(dict(record), datetime.now(UTC))
-            head = event_head(kind, connection_id)
-            tail = "," + _json(frame)[1:]
+            fields, seq_fields, frame, state = decide(dict(record), datetime.now(UTC))
+            kept = {"state": state, "expires_at": expires_at_of(actor.tenant, record["ts"])}
             try:
                 appended = await stream.apply(
                     Change(
@@ -208,11 +207,13 @@ async def _change(kind, actor, connection_id, client_id, message_id, decide) -> 
                         message_id=message_id,
                         sent_key=key,
                         event_id=new_ulid(),
-                        head=head,
-                        tail=tail,
+                        head=event_head(kind, connection_id),
+                        tail="," + _json(frame)[1:],
                         version=record.get("ver", "0"),
                         seed=seed,
                         fields=fields,
+                        seq_fields=seq_fields,
+                        state=kept,
                     )
                 )
                 break
@@ -222,20 +223,15 @@ async def _change(kind, actor, connection_id, client_id, message_id, decide) -> 
             raise ContentError("busy", "the message is changing too fast; retry")
         if not appended.new:  # a resend that raced its first attempt
             return await resent(producer, stream, actor, connection_id, key, appended)
-        return await queue_change(producer, stream, actor, key, appended, state, record["ts"])
+        return await queue_change(producer, stream, actor, key, appended, **kept)
 
 
 async def queue_change(
-    producer, stream, actor, key, appended, state: dict, message_ts: str
+    producer, stream, actor, key, appended, *, state: dict, expires_at: int | None
 ) -> Done:
     """Queue a new event for the worker; once SQS has it, it is acked."""
     event = json.loads(appended.frame)
-    body = queue_event(
-        tenant_id=actor.tenant.id,
-        event=event,
-        state=state,
-        expires_at=_expires_at(actor.tenant, message_ts),
-    )
+    body = queue_event(tenant_id=actor.tenant.id, event=event, state=state, expires_at=expires_at)
     cid = event["connection_id"]
     await enqueue(producer, stream, connection_id=cid, sent_key=key, body=body)
     return Done(event["id"], event["seq"], event["ts"])
@@ -256,44 +252,50 @@ def event_head(kind: str, connection_id: str) -> str:
 
 
 async def resent(producer, stream, actor, connection_id, key, first) -> Done:
-    """A change sent again: acked already, or queued again (the worker is idempotent)."""
+    """A change sent again: acked already, or queued again exactly as it was the first
+    time (the stream kept its state with the client_id; the worker is idempotent)."""
     event = json.loads(first.frame)
     if first.acked:
         return Done(event["id"], event["seq"], event["ts"])
-    kind = event["type"]
-    record = {}
-    if kind != "moderation":
-        record = await stream.record(connection_id, event["message_id"]) or {}
-    if kind == "moderation":
-        state = {}
-    elif kind == "message_edited":
-        state = {"body": event["body"], "edited_at": event["ts"]}
-    elif kind == "message_deleted":
-        attachments = json.loads(record.get("attachments", "[]"))
-        state = {"deleted_at": event["ts"], "deleted_by": event["by"], "attachments": attachments}
-    else:
-        # The record's reactions are this event's or newer: stored with this
-        # event's seq they are replaced by the newer events' own (rev order).
-        state = {"reactions": json.loads(record.get("reactions", "[]"))}
-    message_ts = record.get("ts", event["ts"])  # moderation: kept as long as a new message
-    return await queue_change(producer, stream, actor, key, first, state, message_ts)
+    if first.state:
+        kept = json.loads(first.state)
+    else:  # a moderation event: it changes no message, and lives as long as a new one
+        kept = {"state": {}, "expires_at": expires_at_of(actor.tenant, event["ts"])}
+    return await queue_change(producer, stream, actor, key, first, **kept)
 
 
 async def _seed(stream, connection_id: str, message_id: str) -> dict:
-    entry = await stream.find(connection_id, message_id)
+    """The record of a message that has none in the stream (never changed, or the
+    record expired or was evicted): who sent it and when, from the replay log or
+    DynamoDB, and its persisted changes from DynamoDB. One read per message and
+    process at a time, however many change it at once (a lecture reacting)."""
+    key = (connection_id, message_id)
+    if (pending := _seeding.get(key)) is None:
+        pending = _seeding[key] = asyncio.ensure_future(_read_seed(stream, *key))
+        pending.add_done_callback(lambda _: _seeding.pop(key, None))
+    return dict(await asyncio.shield(pending))
+
+
+_seeding: dict[tuple[str, str], asyncio.Future] = {}
+
+
+async def _read_seed(stream, connection_id: str, message_id: str) -> dict:
+    entry, stored = await asyncio.gather(
+        stream.find(connection_id, message_id),
+        asyncio.to_thread(dynamo.fetch_record, connection_id, message_id),
+    )
     if entry is not None:
         message = json.loads(entry.frame)
         seed = {"sender": message["sender"]["id"], "ts": message["ts"]}
         if message.get("attachments"):
             seed["attachments"] = json.dumps([a["id"] for a in message["attachments"]])
-        return seed
-    seed = await asyncio.to_thread(dynamo.fetch_record, connection_id, message_id)
-    if seed is None:
+        return {**stored, **seed}
+    if "sender" not in stored:
         raise ContentError("message_not_found", "no such message in this room")
-    return seed
+    return stored
 
 
-def _expires_at(tenant: Tenant, message_ts: str) -> int | None:
+def expires_at_of(tenant: Tenant, message_ts: str) -> int | None:
     """A change lives as long as its message: the tenant's retention from the message's time."""
     retention = tenant.retention_days
     return int(parse_timestamp(message_ts).timestamp()) + retention * 86400 if retention else None

@@ -333,27 +333,40 @@ def _catch_up_one(client, table: str, state: dict) -> int:
     )
 
 
-def fetch_record(connection_id: str, message_id: str) -> dict | None:
-    """A message's record for the room stream (chatsvc.messaging.content), or None."""
-    response = clients.dynamodb().get_item(
-        TableName=settings.CHAT_TABLE_NAME,
-        Key={"connection_id": {"S": connection_id}, "message_id": {"S": message_id}},
-        ConsistentRead=True,
+def fetch_record(connection_id: str, message_id: str) -> dict:
+    """What DynamoDB knows of a message, for the room stream's record
+    (chatsvc.messaging.content): its sender, time and attachments from the
+    message item, its latest changes from the state item (which no message
+    write touches, so a redelivered message cannot hide them). Fields absent
+    when unknown: {} for a message that is not (yet) stored.
+    """
+    state_key = {
+        "connection_id": {"S": connection_id + STATE_SUFFIX},
+        "message_id": {"S": message_id},
+    }
+    message_key = {"connection_id": {"S": connection_id}, "message_id": {"S": message_id}}
+    table = settings.CHAT_TABLE_NAME
+    response = clients.dynamodb().batch_get_item(
+        RequestItems={table: {"Keys": [message_key, state_key], "ConsistentRead": True}}
     )
-    item = response.get("Item")
-    if item is None:
-        return None
-    record = {"sender": item["sender_id"]["S"], "ts": item["ts"]["S"]}
-    for name in ("body", "edited_at", "deleted_at", "deleted_by", "reactions"):
-        if name in item:
-            record[name] = item[name]["S"]
-    for name in ("body_rev", "reactions_rev"):
-        if name in item:
-            record[name] = item[name]["N"]
-    if "deleted_at" in item:
-        record["deleted"] = "1"
-    if "attachments" in item:
-        record["attachments"] = json.dumps([a["M"]["id"]["S"] for a in item["attachments"]["L"]])
+    items = {item["connection_id"]["S"]: item for item in response["Responses"].get(table, [])}
+    if response.get("UnprocessedKeys"):
+        raise ClientError({"Error": {"Code": "ThrottlingException"}}, "BatchGetItem")
+    record = {}
+    if (item := items.get(connection_id)) is not None:
+        record.update(sender=item["sender_id"]["S"], ts=item["ts"]["S"])
+        if "attachments" in item:
+            ids = [a["M"]["id"]["S"] for a in item["attachments"]["L"]]
+            record["attachments"] = json.dumps(ids)
+    if (state := items.get(connection_id + STATE_SUFFIX)) is not None:
+        for name in ("body", "edited_at", "deleted_at", "deleted_by", "reactions"):
+            if name in state:
+                record[name] = state[name]["S"]
+        for name in ("body_rev", "reactions_rev"):
+            if name in state:
+                record[name] = state[name]["N"]
+        if "deleted_at" in state:
+            record["deleted"] = "1"
     return record
 
 

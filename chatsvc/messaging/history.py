@@ -45,11 +45,15 @@ async def read_history(*, connection_id: str, before: str | None, limit: int):
         runtime.room_stream().recent(connection_id, before=before, limit=limit + 1),
     )
     stored_messages, stored_next = stored
-    merged = {message["id"]: message for message in stored_messages}
-    merged.update((entry.id, _without_type(entry.frame)) for entry in recent)
+    # The log's frame is the message as first sent; the stored item has its
+    # persisted changes (edits, tombstone, reactions) and fresh download links.
+    merged = {entry.id: _without_type(entry.frame) for entry in recent}
     for message in stored_messages:
-        if "attachments" in message:  # fresh download links, not the log's first ones
-            merged[message["id"]]["attachments"] = with_download_urls(message["attachments"])
+        if "seq" not in message and message["id"] in merged:  # stored before sequences
+            message["seq"] = merged[message["id"]]["seq"]
+        if "attachments" in message:
+            message["attachments"] = with_download_urls(message["attachments"])
+        merged[message["id"]] = message
     page = sorted(merged.values(), key=lambda message: message["id"], reverse=True)
     more = len(page) > limit or stored_next is not None
     page = page[:limit]

@@ -668,7 +668,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _admit(self, data) -> bool:
         """Spend a token from the frame's bucket; when it is empty: an error and a strike."""
         if kind_of(data) in MESSAGE_TYPES:
-            bucket, what = self.bucket, "messages (send, typing, edit, delete, react, ...)"
+            bucket, what = (
+                self.bucket,
+                "messages (send, typing, edit, delete, react, moderate, upload)",
+            )
         else:
             bucket, what = self.control_bucket, "control frames"
         if bucket.take(cost_of(data)):

@@ -53,7 +53,14 @@ class RoomRemoval(models.Model):
     removed_at = models.DateTimeField(default=timezone.now)
     until = models.DateTimeField(null=True, blank=True, help_text="Empty: until lifted.")
     removed_by = models.CharField(
-        max_length=128, blank=True, help_text="The moderator's user id; empty: the tenant's API."
+        max_length=128,
+        blank=True,
+        help_text="Who: a moderator's user id, or the user the API named.",
+    )
+    by_moderator = models.BooleanField(
+        default=False,
+        help_text="A moderator's ban, which moderators may lift; else the tenant's removal, "
+        "which only the tenant (API or admin) lifts.",
     )
     reason = models.CharField(max_length=500, blank=True)
 

@@ -23,6 +23,7 @@ from chatsvc.messaging.content import (
     Done,
     change_key,
     event_head,
+    expires_at_of,
     queue_change,
     resent,
 )
@@ -30,7 +31,7 @@ from chatsvc.messaging.queue_message import utc_timestamp
 from chatsvc.realtime import events
 from chatsvc.realtime.protocol import ACTIONS
 from chatsvc.rooms import services
-from chatsvc.rooms.models import Room, RoomMute
+from chatsvc.rooms.models import Room, RoomMute, RoomRemoval
 
 PAST = {
     "mute": "muted",
@@ -94,7 +95,15 @@ async def moderate(
         if not appended.new:  # a resend that raced its first attempt
             return await resent(producer, stream, actor, connection_id, key, appended)
         # Kept as long as a message posted now.
-        return await queue_change(producer, stream, actor, key, appended, {}, frame["ts"])
+        return await queue_change(
+            producer,
+            stream,
+            actor,
+            key,
+            appended,
+            state={},
+            expires_at=expires_at_of(actor.tenant, frame["ts"]),
+        )
 
 
 @database_sync_to_async
@@ -112,8 +121,22 @@ def _record(actor: Actor, connection_id: str, action: str, user_id: str, seconds
     elif action == "unmute":
         for mute in RoomMute.objects.filter(room=room, user_id=user_id):
             mute.delete()
-    elif action == "ban":
-        services.remove_member(room=room, user_id=user_id, until=until, by=by, reason=reason)
-    elif action == "unban":
-        services.readmit_member(room=room, user_id=user_id)
+    elif action in ("ban", "unban"):
+        current = RoomRemoval.objects.filter(room=room, user_id=user_id).first()
+        if current is not None and not current.by_moderator and not actor.backend:
+            # The LMS removed the user (e.g. unenrolled): moderators cannot undo or shorten it.
+            raise ContentError(
+                "forbidden", "the tenant removed this user from the room; only the tenant re-admits"
+            )
+        if action == "ban":
+            services.remove_member(
+                room=room,
+                user_id=user_id,
+                until=until,
+                by=by,
+                reason=reason,
+                by_moderator=not actor.backend,
+            )
+        else:
+            services.readmit_member(room=room, user_id=user_id)
     return until

@@ -60,21 +60,38 @@ def _room_closed_event(room: Room) -> dict:
 
 
 def remove_member(
-    *, room: Room, user_id: str, until=None, by: str = "", reason: str = ""
+    *,
+    room: Room,
+    user_id: str,
+    until=None,
+    by: str = "",
+    reason: str = "",
+    by_moderator: bool = False,
 ) -> RoomRemoval:
     """The user leaves the room on every socket and cannot rejoin until re-admitted
     (or until `until`: a timed ban).
 
-    Idempotent: removing again keeps the first removal; a moderator's ban
-    replaces it (its end, who, why).
+    The tenant's plain removal is idempotent (removing again keeps the first
+    removal's time) and outranks a moderator's ban: it replaces a timed or
+    moderator's one with a permanent removal only the tenant lifts. A ban
+    (`until`, `by` or `reason` given) replaces what is there.
     """
-    if until is None and not by and not reason:
-        removal, _ = RoomRemoval.objects.get_or_create(room=room, user_id=user_id)
+    if until is None and not by and not reason and not by_moderator:
+        removal, created = RoomRemoval.objects.get_or_create(room=room, user_id=user_id)
+        if not created and (removal.until is not None or removal.by_moderator):
+            removal.until, removal.by_moderator = None, False
+            removal.save(update_fields=["until", "by_moderator"])  # live sockets leave again
         return removal
     removal, _ = RoomRemoval.objects.update_or_create(
         room=room,
         user_id=user_id,
-        defaults={"until": until, "removed_by": by, "reason": reason, "removed_at": timezone.now()},
+        defaults={
+            "until": until,
+            "removed_by": by,
+            "reason": reason,
+            "by_moderator": by_moderator,
+            "removed_at": timezone.now(),
+        },
     )
     return removal
 

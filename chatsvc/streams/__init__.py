@@ -44,6 +44,7 @@ class Appended:
     acked: bool  # SQS accepted this message already
     seq: int
     frame: str
+    state: str = ""  # a content event's state for the worker (JSON), kept for resends
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,11 @@ class Change:
     """An event that changes one message's record, for `apply`.
 
     The event frame is `head` + `"id":…,"seq":…` + `tail`, like a message's.
-    `fields` maps record fields to new string values (False deletes one;
-    "$seq" becomes the event's seq). It applies only while the record is at
-    `version`; a missing record is created from `seed` (version 0) first.
+    `fields` maps record fields to new string values (False deletes one);
+    `seq_fields` are set to the event's seq. It applies only while the record
+    is at `version`; a missing record is created from `seed` (version 0)
+    first. `state` (what the worker persists) is kept with the client_id, so a
+    resend queues exactly it again.
     """
 
     connection_id: str
@@ -65,6 +68,8 @@ class Change:
     version: str
     seed: dict | None
     fields: dict
+    seq_fields: tuple[str, ...] = ()
+    state: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,7 @@ class Reaction:
     max_kinds: int
     max_reactions: int
     shown: int  # user ids per emoji in the frame
+    expires_at: int | None = None  # the message's, for the worker's state (kept for resends)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,13 +95,20 @@ class MemoryRoomStream:
             raise RecordChanged("conflict")
         _records[(cid, change.message_id)] = record
         appended = await self._sequence(
-            cid, change.sent_key, change.event_id, change.head, change.tail
+            cid,
+            change.sent_key,
+            change.event_id,
+            change.head,
+            change.tail,
+            state=json.dumps(change.state or {}),
         )
         for name, value in change.fields.items():
             if value is False:
                 record.pop(name, None)
             else:
-                record[name] = str(appended.seq) if value == "$seq" else value
+                record[name] = value
+        for name in change.seq_fields:
+            record[name] = str(appended.seq)
         record["ver"] = str(int(record["ver"]) + 1)
         return appended
 
@@ -131,11 +138,20 @@ class MemoryRoomStream:
         shown = json.dumps(shown_reactions(reactions, reaction.shown), ensure_ascii=False)
         tail = f'{reaction.tail},"added":{json.dumps(added)},"reactions":{shown}}}'
         _records[(cid, reaction.message_id)] = record
+        kept = json.dumps(reactions, ensure_ascii=False)
         appended = await self._sequence(
-            cid, reaction.sent_key, reaction.event_id, reaction.head, tail
+            cid,
+            reaction.sent_key,
+            reaction.event_id,
+            reaction.head,
+            tail,
+            state=json.dumps(
+                {"state": {"reactions": reactions}, "expires_at": reaction.expires_at},
+                ensure_ascii=False,
+            ),
         )
         record.update(
-            reactions=json.dumps(reactions, ensure_ascii=False),
+            reactions=kept,
             reactions_rev=str(appended.seq),
             ver=str(int(record["ver"]) + 1),
         )
@@ -198,11 +214,11 @@ class MemoryRoomStream:
     def _claimed(self, connection_id: str, sent_key: str) -> Appended | None:
         if (first := _sent.get((connection_id, sent_key))) is not None:
             record = first[1]
-            return Appended(False, record["acked"], record["seq"], record["frame"])
+            return Appended(False, record["acked"], record["seq"], record["frame"], record["state"])
         return None
 
     async def _sequence(
-        self, connection_id: str, sent_key: str, entry_id: str, head: str, tail: str
+        self, connection_id: str, sent_key: str, entry_id: str, head: str, tail: str, state=""
     ) -> Appended:
         room = _room(connection_id)
         room.seq += 1
@@ -215,7 +231,7 @@ class MemoryRoomStream:
         self._trim(room.log, now)
         _sent[(connection_id, sent_key)] = (
             time.monotonic() + self.window.sent_ttl_seconds,
-            {"acked": False, "seq": room.seq, "frame": frame},
+            {"acked": False, "seq": room.seq, "frame": frame, "state": state},
         )
         if self.listener is not None and connection_id in self.rooms:
             await self.listener.on_frame(connection_id, room.seq, frame)

@@ -81,6 +81,13 @@ def _keys(connection_id: str) -> tuple[str, str]:
     return f"chatsvc:{{{connection_id}}}:state", f"chatsvc:{{{connection_id}}}:log"
 
 
+def _appended(reply: list) -> Appended:
+    """A script's {new, acked, seq, frame[, state]} (state: a resent content event's)."""
+    new, acked, seq, frame, *rest = reply
+    state = rest[0].decode() if rest and isinstance(rest[0], bytes) else ""
+    return Appended(bool(new), bool(acked), int(seq), frame.decode(), state)
+
+
 def _sent_key(connection_id: str, sent_key: str) -> str:
     return f"chatsvc:{{{connection_id}}}:sent:{sent_key}"
 
@@ -156,18 +163,18 @@ class RedisRoomStream:
         self, *, connection_id: str, sent_key: str, message_id: str, head: str, tail: str
     ) -> Appended:
         state, log = _keys(connection_id)
-        new, acked, seq, frame = await self._call(
+        reply = await self._call(
             self._append,
             keys=[_sent_key(connection_id, sent_key), state, log],
             args=self._sequence_args(connection_id, message_id, head, tail),
         )
-        return Appended(bool(new), bool(acked), int(seq), frame.decode())
+        return _appended(reply)
 
     async def apply(self, change: Change) -> Appended:
         """Append an event and change its message's record atomically (streams.Change)."""
         cid = change.connection_id
         state, log = _keys(cid)
-        new, acked, seq, frame = await self._call(
+        reply = await self._call(
             self._apply,
             keys=[_sent_key(cid, change.sent_key), state, log, _record_key(cid, change.message_id)],
             args=[
@@ -176,17 +183,19 @@ class RedisRoomStream:
                 "" if change.seed is None else json.dumps(change.seed),
                 json.dumps(change.fields),
                 RECORD_TTL_SECONDS,
+                json.dumps(list(change.seq_fields)),
+                json.dumps(change.state or {}),
             ],
         )
-        if new < 0:
-            raise RecordChanged(frame.decode())
-        return Appended(bool(new), bool(acked), int(seq), frame.decode())
+        if reply[0] < 0:
+            raise RecordChanged(reply[3].decode())
+        return _appended(reply)
 
     async def react(self, reaction: Reaction) -> Reacted:
         """Toggle a reaction and post its event atomically (streams.Reaction)."""
         cid = reaction.connection_id
         state, log = _keys(cid)
-        new, acked, seq, frame, *rest = await self._call(
+        reply = await self._call(
             self._react,
             keys=[
                 _sent_key(cid, reaction.sent_key),
@@ -203,14 +212,16 @@ class RedisRoomStream:
                 reaction.max_reactions,
                 reaction.shown,
                 RECORD_TTL_SECONDS,
+                json.dumps(reaction.expires_at),
             ],
         )
-        if new == -1:
+        if reply[0] == -1:
             raise RecordChanged("missing")
-        if new < 0:
-            raise Refused(frame.decode())
-        appended = Appended(bool(new), bool(acked), int(seq), frame.decode())
-        return Reacted(appended, json.loads(rest[0]) if rest else None)
+        if reply[0] < 0:
+            raise Refused(reply[3].decode())
+        if reply[0] == 0:  # a resend
+            return Reacted(_appended(reply), None)
+        return Reacted(_appended(reply[:4]), json.loads(reply[4]))
 
     async def mark_read(self, connection_id: str, *, tenant_id: str, user_id: str, seq: int):
         """Move the user's read position forward (streams.ReadMark); remember the room
@@ -219,7 +230,7 @@ class RedisRoomStream:
         moved, epoch, seq, count = await self._call(
             self._mark_read,
             keys=[state, log, _reads_key(connection_id)],
-            args=[user_id, seq, new_epoch(), READS_TTL_SECONDS],
+            args=[user_id, seq, new_epoch(), READS_TTL_SECONDS, STATE_TTL_SECONDS],
         )
         if moved:
             try:
@@ -291,14 +302,14 @@ class RedisRoomStream:
     async def first(self, connection_id: str, sent_key: str) -> Appended | None:
         """What a client_id already claimed posted, if anything (a resend)."""
         try:
-            acked, seq, frame = await self.redis.hmget(
-                _sent_key(connection_id, sent_key), "acked", "seq", "frame"
+            acked, seq, frame, state = await self.redis.hmget(
+                _sent_key(connection_id, sent_key), "acked", "seq", "frame", "state"
             )
         except OUTAGES as exc:
             raise StreamUnavailable(str(exc)) from exc
         if frame is None:
             return None
-        return Appended(False, acked == b"1", int(seq), frame.decode())
+        return Appended(False, acked == b"1", int(seq), frame.decode(), (state or b"").decode())
 
     async def mark_acked(self, *, connection_id: str, sent_key: str) -> None:
         try:

@@ -6,6 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from chatsvc.core.ulid import new_ulid
+from chatsvc.messaging import content
 from chatsvc.messaging.actions import post_message
 from chatsvc.realtime import tokens
 from chatsvc.rooms.models import RoomMute, RoomRemoval
@@ -62,8 +63,9 @@ def test_the_tenant_deletes_any_message(api, acme, room, aws):
     assert event["event"]["type"] == "message_deleted" and event["event"]["moderated"] is True
     assert event["event"]["by"] is None  # the tenant's backend, for no named user
 
+    # A retry (after a 503, say) answers the same event and changes nothing.
     again = api("delete", f"/connections/{room}/messages/{message.id}")
-    assert again.status_code == 409 and again.json()["error"]["code"] == "message_deleted"
+    assert again.status_code == 200 and again.json() == response.json()
     history = api("get", f"/connections/{room}/messages").json()["messages"]
     assert history[0]["deleted"] is True and "body" not in history[0]
 
@@ -136,3 +138,52 @@ def test_another_tenants_room_cannot_be_moderated(api):
     body = {"action": "ban", "user_id": "ada"}
     assert api("post", f"/connections/{theirs}/moderation", body).status_code == 404
     assert api("get", f"/connections/{theirs}/moderation").status_code == 404
+
+
+def test_deleting_what_a_user_deleted_is_409(api, acme, room):
+    message = posted(acme, room)
+    user = tokens.ChatUser(
+        id="ada",
+        name="Ada",
+        role="member",
+        tenant=acme.tenant,
+        rooms=None,
+        expires_at=2_000_000_000,
+        key_id=acme.key.key_id,
+    )
+    async_to_sync(content.delete_message)(
+        actor=content.Actor.of_user(user), connection_id=room, client_id="d", message_id=message.id
+    )
+    response = api("delete", f"/connections/{room}/messages/{message.id}")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "message_deleted"
+
+
+def test_a_plain_removal_outranks_an_expired_or_moderators_ban(api, room):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chatsvc.rooms.selectors import is_removed
+
+    RoomRemoval.objects.create(
+        room_id=room, user_id="u1", until=timezone.now() - timedelta(seconds=1), by_moderator=True
+    )
+    assert not is_removed(connection_id=room, user_id="u1")  # the ban ran out
+    assert api("delete", f"/connections/{room}/members/u1").status_code == 200
+    assert is_removed(connection_id=room, user_id="u1")
+    removal = RoomRemoval.objects.get(room_id=room, user_id="u1")
+    assert (removal.until, removal.by_moderator) == (None, False)
+
+
+def test_an_idempotency_key_makes_a_moderation_retry_safe(api, room, client, acme):
+    def mute(key):
+        return client.post(
+            f"/api/v1/connections/{room}/moderation",
+            data=json.dumps({"action": "mute", "user_id": "ada", "seconds": 60}),
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {acme.api_key}", "Idempotency-Key": key},
+        )
+
+    first, again, other = mute("k1"), mute("k1"), mute("k2")
+    assert first.json() == again.json() and other.json()["seq"] == first.json()["seq"] + 1
+    assert mute("").status_code == 422

@@ -58,9 +58,11 @@ async def test_presigned_upload_then_claim_returns_metadata(
             "name": "Café photo.png",
             "content_type": "image/png",
             "size": len(PNG),
-            "key": key,
+            "key": key.replace(grant["id"] + "/", grant["id"] + "/sent/"),
         }
     ]
+    # The checked bytes are served from a copy; the upload itself is gone.
+    assert keys_in(bucket) == [attached[0]["key"]]
     row = await aio(Attachment.objects.get)(pk=grant["id"])
     assert (row.status, row.ref, row.detected_type) == ("attached", "msg-1", "image/png")
     assert row.attached_at is not None
@@ -301,6 +303,24 @@ async def test_download_url_serves_the_bytes_under_the_original_name(bucket, wor
         403,
         404,
     )
+
+
+async def test_uploading_again_after_the_claim_changes_nothing_served(bucket, world):
+    """The presigned POST stays valid after the message is sent: what it uploads
+    then is never what the message's link serves."""
+    ada = user(world.acme)
+    grant, _ = await upload(ada, world.room, PNG)
+    attached = await services.claim(ada, world.room, [grant["id"]], ref="m")
+    swapped = PNG[:-12] + b"\x00" * 12  # same size, other bytes
+    assert post_upload(grant, swapped, filename="pic.png").status_code == 204
+    (shown,) = services.with_download_urls(attached)
+    response = await asyncio.to_thread(requests.get, shown["url"], timeout=10)
+    assert response.content == PNG
+    # Deleting the message deletes the late upload too.
+    await aio(services.delete_objects)(
+        tenant_id=world.acme.tenant.id, connection_id=world.room, ids=[grant["id"]]
+    )
+    assert keys_in(bucket) == []
 
 
 async def test_delete_objects_removes_objects_and_marks_rows(bucket, world):

@@ -332,7 +332,10 @@ async def test_a_rate_limited_send_names_its_client_id(world, connect):
         await client.send(send_frame(room, client_id=f"s{n}"))
     error = await client.expect("error", skip=("message", "ack"))
     assert error["code"] == "rate_limited" and error["ref"] == "s5"  # burst 5; joins do not count
-    assert error["message"] == "too many messages (send, typing): at most 1/s, burst 5; slow down"
+    assert error["message"] == (
+        "too many messages (send, typing, edit, delete, react, moderate, upload): "
+        "at most 1/s, burst 5; slow down"
+    )
 
 
 async def test_sqs_failure_names_the_client_id_and_keeps_the_socket(world, connect, settings):

@@ -303,3 +303,88 @@ async def test_changes_to_another_rooms_message_are_not_found(world, pair):
         }
     )
     assert (await ada.expect("error", skip=CHATTER))["code"] == "message_not_found"
+
+
+async def test_a_lost_record_is_rebuilt_with_the_persisted_changes(world, pair, settings):
+    """Redis evicted or expired the message's record while the message is still in the
+    replay log: the deletion persisted in DynamoDB still holds, in history and rules."""
+    import redis
+
+    ada, bob, room, message_id = pair
+    await change(
+        ada,
+        {
+            "type": "react",
+            "connection_id": room,
+            "client_id": "r",
+            "message_id": message_id,
+            "emoji": "👍",
+        },
+    )
+    await change(
+        ada, {"type": "delete", "connection_id": room, "client_id": "d", "message_id": message_id}
+    )
+    await asyncio.to_thread(drain_queue, world.aws)
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"chatsvc:{{{room}}}:m:{message_id}")
+    else:
+        from chatsvc.streams import memory_stream
+
+        memory_stream._records.pop((room, message_id))
+
+    await bob.send({"type": "history", "connection_id": room})
+    [shown] = (await bob.expect("history", skip=(*CHATTER, *_EVENTS)))["messages"]
+    assert shown["deleted"] is True and "body" not in shown
+    error = await change(
+        bob,
+        {
+            "type": "react",
+            "connection_id": room,
+            "client_id": "r2",
+            "message_id": message_id,
+            "emoji": "👍",
+        },
+        expect="error",
+    )
+    assert error["code"] == "message_deleted"
+
+
+async def test_an_edit_to_a_dollar_word_is_stored_as_written(world, pair):
+    ada, bob, room, message_id = pair
+    edit = {
+        "type": "edit",
+        "connection_id": room,
+        "client_id": "e",
+        "message_id": message_id,
+        "body": "$seq",
+    }
+    await change(ada, edit)
+    await bob.send({"type": "history", "connection_id": room})
+    [shown] = (await bob.expect("history", skip=(*CHATTER, *_EVENTS)))["messages"]
+    assert shown["body"] == "$seq"
+
+
+async def test_moderators_cannot_lift_the_tenants_removal(world, pair, connect):
+    from chatsvc.rooms.services import remove_member
+
+    room = pair[2]
+    await async_db(remove_member)(room=world.room, user_id="bob")  # the LMS unenrolled Bob
+    mod = await connect(
+        factories.token_for(world.acme, user_id="tutor", role="moderator"), room=room
+    )
+    for action in ("unban", "ban"):
+        frame = {
+            "type": "moderate",
+            "connection_id": room,
+            "client_id": action,
+            "action": action,
+            "user_id": "bob",
+            "seconds": 1,
+        }
+        if action == "unban":
+            del frame["seconds"]
+        error = await change(mod, frame, expect="error")
+        assert (error["code"], error["ref"]) == ("forbidden", action)
+    from chatsvc.rooms.selectors import is_removed
+
+    assert await async_db(is_removed)(connection_id=room, user_id="bob")

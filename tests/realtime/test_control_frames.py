@@ -63,7 +63,8 @@ async def test_sends_keep_the_tenant_rate_and_leave_control_frames_alone(world, 
     assert {e["code"] for e in errors} == {"rate_limited"}
     assert {e["ref"] for e in errors}.isdisjoint(acked)
     assert errors[0]["message"] == (
-        "too many messages (send, typing): at most 5/s, burst 10; slow down"
+        "too many messages (send, typing, edit, delete, react, moderate, upload): "
+        "at most 5/s, burst 10; slow down"
     )
     assert [f["type"] for f in frames].count("pong") == 1
 

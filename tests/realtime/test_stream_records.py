@@ -36,7 +36,9 @@ async def post(stream, room, body="hi"):
     return json.loads(appended.frame)
 
 
-def change(room, message_id, *, version="0", seed=None, key=None, **fields):
+def change(
+    room, message_id, *, version="0", seed=None, key=None, state=None, seq_fields=(), **fields
+):
     return Change(
         connection_id=room,
         message_id=message_id,
@@ -47,14 +49,16 @@ def change(room, message_id, *, version="0", seed=None, key=None, **fields):
         version=version,
         seed=seed,
         fields=fields,
+        seq_fields=seq_fields,
+        state=state,
     )
 
 
-def reaction(room, message_id, user_id, emoji="👍", *, seed=None, kinds=20, most=1000):
+def reaction(room, message_id, user_id, emoji="👍", *, seed=None, kinds=20, most=1000, key=None):
     return Reaction(
         connection_id=room,
         message_id=message_id,
-        sent_key=new_ulid(),
+        sent_key=key or new_ulid(),
         event_id=new_ulid(),
         head='{"type":"reaction","connection_id":"' + room + '",',
         tail=',"message_id":"' + message_id + '"',
@@ -74,7 +78,7 @@ async def test_apply_seeds_a_missing_record_and_checks_its_version(stream):
         await stream.apply(change(room, message["id"], body="x"))
     seed = {"sender": "ada", "ts": message["ts"]}
     applied = await stream.apply(
-        change(room, message["id"], seed=seed, body="edited", body_rev="$seq")
+        change(room, message["id"], seed=seed, body="edited", seq_fields=("body_rev",))
     )
     assert applied.new and applied.seq == message["seq"] + 1
     record = await stream.record(room, message["id"])
@@ -174,3 +178,32 @@ async def test_read_positions_count_messages_not_events_and_never_move_back(stre
     # Another user never read it: everything is unread; an unknown room has nothing.
     other = await stream.unread(tenant_id=tenant, user_id="cy", connection_ids=[room, new_ulid()])
     assert [(u.unread, u.last_read_seq) for u in other] == [(3, None), (0, None)]
+
+
+async def test_a_claimed_change_keeps_its_state_for_resends(stream):
+    room = new_ulid()
+    message = await post(stream, room)
+    seed = {"sender": "ada", "ts": message["ts"]}
+    kept = {"state": {"body": "x"}, "expires_at": 123}
+    await stream.apply(change(room, message["id"], seed=seed, key="k", body="x", state=kept))
+    first = await stream.first(room, "k")
+    assert json.loads(first.state) == kept
+    await stream.react(reaction(room, message["id"], "u1", key="r"))
+    first = await stream.first(room, "r")
+    assert json.loads(first.state)["state"]["reactions"] == [{"emoji": "👍", "user_ids": ["u1"]}]
+
+
+async def test_records_seeded_for_a_refused_change_still_expire(redis_url):
+    import redis
+
+    stream = RedisRoomStream(url=redis_url, window=WINDOW)
+    room = new_ulid()
+    message = await post(stream, room)
+    seed = {"sender": "ada", "ts": message["ts"], "deleted": "1"}
+    with pytest.raises(Refused):
+        await stream.react(reaction(room, message["id"], "u1", seed=seed))
+    key = f"chatsvc:{{{room}}}:m:{message['id']}"
+    assert 0 < redis.Redis.from_url(redis_url).ttl(key)
+    await stream.mark_read(room, tenant_id="t", user_id="u", seq=1)
+    assert 0 < redis.Redis.from_url(redis_url).ttl(f"chatsvc:{{{room}}}:state")
+    await stream.close()

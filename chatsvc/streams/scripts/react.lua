@@ -7,14 +7,17 @@
 -- ARGV: 1-11 as for `sequence` in room.lua (ARGV[5] is the tail without its
 --   closing brace), then 12 seed (JSON object, "" for none), 13 emoji,
 --   14 user id, 15 most emoji kinds, 16 most reactions, 17 reactors shown
---   per emoji, 18 record_ttl_seconds.
+--   per emoji, 18 record_ttl_seconds, 19 the message's expires_at for the
+--   worker (JSON: a number or null).
 -- Returns {1, 0, seq, frame, reactions JSON}, a claimed client_id's first
--- frame {0, acked, seq, frame}, {-1, 0, 0, "missing"}, or {-3, 0, 0, code}
+-- frame {0, acked, seq, frame, state}, {-1, 0, 0, "missing"}, or {-3, 0, 0, code}
 -- (message_deleted, too_many_kinds, too_many_reactions).
 local sent_key, state_key, log_key, record_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local first = claimed(sent_key)
 if first then return first end
-if not ensure_record(record_key, ARGV[12]) then return {-1, 0, 0, "missing"} end
+if not ensure_record(record_key, ARGV[12], tonumber(ARGV[18])) then
+  return {-1, 0, 0, "missing"}
+end
 if redis.call("HGET", record_key, "deleted") == "1" then return {-3, 0, 0, "message_deleted"} end
 
 local emoji, user = ARGV[13], ARGV[14]
@@ -68,5 +71,6 @@ local seq, frame = sequence(state_key, log_key, tail)
 redis.call("HSET", record_key, "reactions", all, "reactions_rev", int(seq))
 redis.call("HINCRBY", record_key, "ver", 1)
 redis.call("EXPIRE", record_key, tonumber(ARGV[18]))
-claim(sent_key, seq, frame)
+claim(sent_key, seq, frame,
+  '{"state":{"reactions":' .. all .. '},"expires_at":' .. ARGV[19] .. '}')
 return {1, 0, seq, frame, all}

@@ -5,11 +5,12 @@
 -- is replaced by any new one.
 --
 -- KEYS: state, log, reads (chatsvc:{cid}:reads, user id -> "epoch|seq|count").
--- ARGV: user id, seq, new epoch, reads_ttl_seconds.
+-- ARGV: user id, seq, new epoch, reads_ttl_seconds, state_ttl_seconds.
 -- Returns {1 if moved else 0, epoch, seq, count}.
 local state_key, log_key, reads_key = KEYS[1], KEYS[2], KEYS[3]
 local user, seq = ARGV[1], tonumber(ARGV[2])
 local epoch, last = ensure_state(state_key, log_key, ARGV[3])
+redis.call("EXPIRE", state_key, tonumber(ARGV[5]))
 if seq > last then seq = last end
 local old = redis.call("HGET", reads_key, user)
 if old then

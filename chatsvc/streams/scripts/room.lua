@@ -101,21 +101,23 @@ end
 
 -- The first frame of a client_id already claimed (a resend), or nil.
 local function claimed(sent_key)
-  local first = redis.call("HMGET", sent_key, "acked", "seq", "frame")
+  local first = redis.call("HMGET", sent_key, "acked", "seq", "frame", "state")
   if first[3] then
-    return {0, tonumber(first[1]), tonumber(first[2]), first[3]}
+    return {0, tonumber(first[1]), tonumber(first[2]), first[3], first[4] or ""}
   end
   return nil
 end
 
-local function claim(sent_key, seq, frame)
-  redis.call("HSET", sent_key, "acked", 0, "seq", seq, "frame", frame)
+-- `state`: what the worker persists of an event (queued again as it was on a
+-- resend, whatever the message's record holds by then).
+local function claim(sent_key, seq, frame, state)
+  redis.call("HSET", sent_key, "acked", 0, "seq", seq, "frame", frame, "state", state or "")
   redis.call("EXPIRE", sent_key, tonumber(ARGV[9]))
 end
 
 -- The message's record, created from the seed (a JSON object, "" for none)
 -- when missing; its version, or nil when it is missing and there is no seed.
-local function ensure_record(record_key, seed)
+local function ensure_record(record_key, seed, ttl)
   local version = redis.call("HGET", record_key, "ver")
   if version then return version end
   if seed == "" then return nil end
@@ -123,5 +125,6 @@ local function ensure_record(record_key, seed)
     redis.call("HSET", record_key, field, value)
   end
   redis.call("HSET", record_key, "ver", "0")
+  redis.call("EXPIRE", record_key, ttl) -- also when the change is refused after all
   return "0"
 end
