@@ -1,12 +1,37 @@
 """A page where two browser tabs can chat (local mode only: DEBUG)."""
 
 import secrets
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.shortcuts import render
 
+from chatsvc.core.security_headers import CONTENT_SECURITY_POLICY
 from chatsvc.demo.setup import ensure_demo
 from chatsvc.realtime import tokens
 from chatsvc.tenants.selectors import current_signing_key
+
+# Where the page reaches the attachments bucket: uploads (fetch: connect-src) and
+# thumbnails (img-src).
+STORAGE_DIRECTIVES = ("connect-src", "img-src")
+
+
+def policy(storage_endpoint: str | None) -> str:
+    """The service's Content-Security-Policy, plus the storage emulator's origin for
+    uploads and thumbnails when there is one (local mode: moto on loopback). Without
+    an endpoint (real S3) the policy is the service's, unchanged."""
+    if not storage_endpoint:
+        return CONTENT_SECURITY_POLICY
+    parts = urlsplit(storage_endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return CONTENT_SECURITY_POLICY
+    origin = f"{parts.scheme}://{parts.netloc}"
+    directives = []
+    for directive in CONTENT_SECURITY_POLICY.split("; "):
+        if directive.split(" ", 1)[0] in STORAGE_DIRECTIVES:
+            directive = f"{directive} {origin}"
+        directives.append(directive)
+    return "; ".join(directives)
 
 
 def demo(request):
@@ -35,4 +60,8 @@ def demo(request):
         "moderator": moderator,
         "chosen_name": request.GET.get("name", "")[:40],
     }
-    return render(request, "demo/chat.html", context)
+    response = render(request, "demo/chat.html", context)
+    # The page uploads attachments straight to the bucket and shows their thumbnails:
+    # in local mode that is the emulator, on another origin (the middleware keeps this).
+    response["Content-Security-Policy"] = policy(settings.AWS_ENDPOINT_URL)
+    return response

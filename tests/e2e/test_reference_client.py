@@ -3,7 +3,8 @@
 Three levels: the demo page chatting through the module against `run_local`; the
 web process restarted (SIGTERM: sockets closed 1012) while two pages are sending;
 and the module's resume/gap/de-dup logic against a fake socket in a blank page,
-including content changes (edit, delete, react, moderate) and their sequenced events.
+including content changes (edit, delete, react, moderate) and their sequenced events,
+read positions (markRead: de-duplicated, throttled; receipts) and uploads (a fake fetch).
 """
 
 import json
@@ -318,7 +319,7 @@ HARNESS = """
       reconnect: { base: 5, cap: 20, afterRestart: 10, afterFlood: 10 }, ...options,
     });
     for (const name of ["message", "status", "joined", "left", "ack", "error", "gap", "update",
-                        "message_edited", "message_deleted", "reaction", "moderation"]) {
+                        "message_edited", "message_deleted", "reaction", "moderation", "read"]) {
       client.on(name, (detail) => events.push([name, detail]));
     }
     window.client = client;
@@ -824,5 +825,220 @@ def test_changes_are_acked_resent_with_the_same_client_id_and_rejected_by_code(p
     rejected = page.evaluate(
         "client.edit('01HZX0000000000000000ROOM9', '01M0001', 'x')"
         ".then(() => 'ok', (e) => e.message)"
+    )
+    assert "join" in rejected
+
+
+# --- read positions and receipts -----------------------------------------------------------
+
+
+def test_mark_read_is_deduplicated_and_throttled_per_room(page):
+    connect(page, joined={"seq": 5, "epoch": "e1"}, options="{readInterval: 300}")
+    history(page, [5, 4])
+    reads = "frames('read').map((f) => [f.connection_id, f.seq])"
+    # No seq: the room's position (events included). Sent at once: nothing went out before.
+    assert page.evaluate("client.markRead(ROOM)") is True
+    assert page.evaluate(reads) == [[ROOM, 5]]
+    # Never the same or a lower seq again.
+    assert page.evaluate("[client.markRead(ROOM, 5), client.markRead(ROOM, 3)]") == [False, False]
+    # Within the interval: folded into one frame with the latest, at the end of it.
+    assert page.evaluate("[6, 8, 7].map((seq) => client.markRead(ROOM, seq))") == [
+        True,
+        True,
+        False,
+    ]
+    assert page.evaluate(reads) == [[ROOM, 5]]
+    page.wait_for_function("frames('read').length === 2", timeout=2000)
+    assert page.evaluate(reads) == [[ROOM, 5], [ROOM, 8]]
+    page.wait_for_timeout(400)
+    assert len(page.evaluate(reads)) == 2  # nothing more was asked for
+    # Rooms the client is not in, and nonsense, send nothing.
+    assert page.evaluate("client.markRead('01HZX0000000000000000ROOM9', 3)") is False
+    assert page.evaluate("client.markRead(ROOM, 'x')") is False
+
+    # Asked for while disconnected: sent once the room is joined again.
+    page.evaluate("last().drop(1006)")
+    assert page.evaluate("client.markRead(ROOM, 9)") is True
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1")
+    answer_join(page, {"seq": 9, "epoch": "e1", "recovered": True})
+    page.wait_for_function("frames('read').length === 1", timeout=2000)
+    assert page.evaluate(reads) == [[ROOM, 9]]
+
+
+def test_receipts_keep_each_readers_highest_seq(page):
+    connect(page, joined={"seq": 5, "epoch": "e1"})
+    history(page, [5])
+    receipt = "(r) => last().deliver({type: 'read', connection_id: ROOM, ...r})"
+    for user, name, seq in [
+        ("u2", "Bob", 4),
+        ("u3", "Cy", 5),
+        ("u2", "Bob", 3),
+        ("u1", "Alice", 5),
+    ]:
+        # Bob's 3 is older (positions never go back); u1 is the user's other device.
+        page.evaluate(receipt, {"user": {"id": user, "name": name}, "seq": seq})
+    assert page.evaluate("client.readers(ROOM)") == {"u2": 4, "u3": 5, "u1": 5}
+    assert page.evaluate("seen('read')") == [
+        {"connection_id": ROOM, "user": {"id": "u2", "name": "Bob"}, "seq": 4},
+        {"connection_id": ROOM, "user": {"id": "u3", "name": "Cy"}, "seq": 5},
+        {"connection_id": ROOM, "user": {"id": "u1", "name": "Alice"}, "seq": 5},
+    ]
+    assert page.evaluate("client.readers('01HZX0000000000000000ROOM9')") == {}
+    # A new epoch: positions of the old one mean nothing.
+    deliver(page, "{type: 'left', connection_id: ROOM, reason: 'resync'}")
+    deliver(page, "{type: 'joined', connection_id: ROOM, seq: 2, epoch: 'e2', recovered: false}")
+    assert page.evaluate("client.readers(ROOM)") == {}
+
+
+# --- uploads and sends with attachments ----------------------------------------------------
+
+FAKE_FETCH = """
+() => {
+  // What upload() POSTs, and what storage answers: window.storageAnswers, in order
+  // (a status, or "throw" for a network/CORS failure); 204 when none is left.
+  window.posts = [];
+  window.storageAnswers = [];
+  window.fakeFetch = async (url, init) => {
+    const entries = [...init.body.entries()].map(([key, value]) =>
+      [key, typeof value === "string" ? value : `file:${value.name}:${value.size}`]);
+    posts.push({ url, method: init.method, entries });
+    const answer = storageAnswers.shift() ?? 204;
+    if (answer === "throw") throw new TypeError("Failed to fetch");
+    return { ok: answer >= 200 && answer < 300, status: answer };
+  };
+  window.png = () =>
+    new File([new Uint8Array([137, 80, 78, 71])], "dot.png", { type: "image/png" });
+}
+"""
+
+GRANT = {
+    "url": "http://storage.test/bucket",
+    "fields": {"key": "t/r/01UP/dot.png", "Content-Type": "image/png", "policy": "p"},
+    "expires_at": 1900000000,
+    "max_bytes": 10485760,
+}
+
+
+def grant(page, client_id: str, upload_id: str) -> None:
+    frame = {"type": "upload", "connection_id": ROOM, "client_id": client_id, "id": upload_id}
+    page.evaluate("(f) => last().deliver(f)", {**frame, **GRANT})
+
+
+def test_upload_asks_for_a_grant_posts_the_file_and_resolves_with_its_id(page):
+    page.evaluate(FAKE_FETCH)
+    connect(page, joined={"seq": 1, "epoch": "e1"}, options="{fetch: fakeFetch}")
+    with_events(page)
+    history(page, [1])
+    upload = page.evaluate("track(client.upload(ROOM, png()))")
+    assert page.evaluate("frames('upload')") == [
+        {
+            "type": "upload",
+            "connection_id": ROOM,
+            "client_id": upload,
+            "name": "dot.png",
+            "content_type": "image/png",
+            "size": 4,
+        }
+    ]
+    assert page.evaluate("client.pending()") == []  # the promise tells how an upload goes
+    grant(page, upload, "01UP0000000000000000000001")
+    page.wait_for_function(f"results[{upload!r}] !== undefined")
+    assert page.evaluate(f"results[{upload!r}]") == {"ack": "01UP0000000000000000000001"}
+    # Every field first, in the grant's order, the file last, as `file`.
+    assert page.evaluate("posts") == [
+        {
+            "url": "http://storage.test/bucket",
+            "method": "POST",
+            "entries": [
+                ["key", "t/r/01UP/dot.png"],
+                ["Content-Type", "image/png"],
+                ["policy", "p"],
+                ["file", "file:dot.png:4"],
+            ],
+        }
+    ]
+
+    # The send names the upload; the ack alone does not show it (no links yet) ...
+    client_id = page.evaluate(
+        "client.send(ROOM, '', {attachments: ['01UP0000000000000000000001']}).clientId"
+    )
+    assert page.evaluate("frames('send')") == [
+        {
+            "type": "send",
+            "connection_id": ROOM,
+            "client_id": client_id,
+            "body": "",
+            "attachments": ["01UP0000000000000000000001"],
+        }
+    ]
+    ts = "2030-01-01T00:00:01.000Z"
+    page.evaluate(
+        "(a) => last().deliver(a)",
+        {"type": "ack", "client_id": client_id, "id": "01M0002", "seq": 2, "ts": ts},
+    )
+    assert page.evaluate("bodies()") == ["m1"]
+    assert page.evaluate("client.pending()") == []
+    # ... its echo does, with the attachments.
+    files = [
+        {
+            "id": "01UP0000000000000000000001",
+            "name": "dot.png",
+            "content_type": "image/png",
+            "size": 4,
+            "url": "http://storage.test/bucket/dot.png?sig",
+            "url_expires_at": 1900000000,
+        }
+    ]
+    echo = {"sender": {"id": "u1", "name": "Alice"}, "body": "", "attachments": files}
+    page.evaluate("(extra) => last().deliver(msg(2, extra))", echo)
+    assert page.evaluate("client.messages(ROOM).at(-1).attachments") == files
+    deliver(page, "msg(3)")
+    assert len(page.evaluate("frames('history')")) == 1  # no gap
+
+
+def test_uploads_are_rejected_with_the_servers_code_or_upload_failed(page):
+    page.evaluate(FAKE_FETCH)
+    connect(page, joined={"seq": 1, "epoch": "e1"}, options="{fetch: fakeFetch}")
+    with_events(page)
+    history(page, [1])
+    too_large = page.evaluate("track(client.upload(ROOM, png()))")
+    retried = page.evaluate("track(client.upload(ROOM, png()))")
+    refused = page.evaluate("track(client.upload(ROOM, png()))")
+    unreachable = page.evaluate("track(client.upload(ROOM, png()))")
+    # Refused by the server: its code; rate_limited is asked again, same client_id.
+    error = "{{type: 'error', code: '{code}', message: 'no', ref: '{ref}'}}"
+    deliver(page, error.format(code="attachment_too_large", ref=too_large))
+    deliver(page, error.format(code="rate_limited", ref=retried))
+    resent = f"frames('upload').filter((f) => f.client_id === {retried!r}).length == 2"
+    page.wait_for_function(resent)
+    page.wait_for_function(f"results[{too_large!r}] !== undefined")
+    assert page.evaluate(f"results[{too_large!r}]") == {
+        "error": ["ChatError", "attachment_too_large"]
+    }
+    errors = page.evaluate("seen('error').map((e) => [e.code, e.willRetry, e.upload.name])")
+    assert errors == [["attachment_too_large", False, "dot.png"], ["rate_limited", True, "dot.png"]]
+    # Refused by storage (HTTP 403), or not reached at all (network, CSP, CORS): upload_failed.
+    page.evaluate("storageAnswers.push(403, 'throw')")
+    grant(page, refused, "01UP0000000000000000000002")
+    grant(page, unreachable, "01UP0000000000000000000003")
+    page.wait_for_function(f"results[{refused!r}] && results[{unreachable!r}]")
+    for client_id in (refused, unreachable):
+        assert page.evaluate(f"results[{client_id!r}]") == {"error": ["ChatError", "upload_failed"]}
+    grant(page, retried, "01UP0000000000000000000004")
+    page.wait_for_function(f"results[{retried!r}] !== undefined")
+    assert page.evaluate(f"results[{retried!r}]") == {"ack": "01UP0000000000000000000004"}
+    # A send refused for its attachment says which ones it carried.
+    client_id = page.evaluate(
+        "client.send(ROOM, 'x', {attachments: ['01UP0000000000000000000004']}).clientId"
+    )
+    deliver(page, error.format(code="attachment_rejected", ref=client_id))
+    assert page.evaluate("seen('error').at(-1).send") == {
+        "clientId": client_id,
+        "connectionId": ROOM,
+        "body": "x",
+        "attachments": ["01UP0000000000000000000004"],
+    }
+    rejected = page.evaluate(
+        "client.upload('01HZX0000000000000000ROOM9', png()).then(() => 'ok', (e) => e.message)"
     )
     assert "join" in rejected

@@ -3,11 +3,17 @@
 // content features: edits ("edited"), deletions (a "message deleted" line), reactions
 // (chips with counts; a small palette to add one), per-message Edit/Delete for your
 // own messages (Delete, and Mute, on any message for moderators) and moderation
-// notices. The client (chatsvc.js) does the real work: reconnects, resumes,
-// de-duplicates, orders events and resends unacknowledged messages and changes
-// (docs/client.md). Element ids: messages, status, events, typing, pending, composer, body.
+// notices; read receipts ("Seen by Bob, Cy" under your latest message; the room is
+// marked read while the page is visible) and attachments (download links with name and
+// size; with `attachments: true`, image thumbnails and a file picker in the composer).
+// The client (chatsvc.js) does the real work: reconnects, resumes, de-duplicates,
+// orders events and resends unacknowledged messages and changes (docs/client.md).
+// Element ids: messages, status, events, typing, pending, composer, body.
 export const PALETTE = ["👍", "❤️", "😂", "🎉", "❓"];
 const MUTE_SECONDS = 600; // the moderator's "Mute" button
+const MAX_FILES = 10; // attachments per message (the server's limit)
+// Shown inline (img src = the download link); anything else is a download link.
+const THUMBNAIL_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
 // Why a refused send or change was refused, in words (the server's message follows).
 const REFUSED = { send: "Message not sent", edit: "Edit refused", delete: "Delete refused",
@@ -33,6 +39,21 @@ const STYLE = `
   padding: 0; border: 0; }
 #messages form.chat-edit input { flex: 1; }
 #events li.chat-refused { color: #a22; }
+.chat-attachments { flex-basis: 100%; display: flex; flex-wrap: wrap; gap: .4rem;
+  align-items: flex-end; margin: 0 0 .3rem; font-size: 13px; }
+.chat-attachments img { display: block; max-width: 10rem; max-height: 7.5rem;
+  border: 1px solid #ddd; border-radius: .3rem; }
+.chat-attachments .chat-size, .chat-attach-list .chat-size { color: #777; }
+.chat-seen { flex-basis: 100%; text-align: right; color: #777; font-size: 12px;
+  margin: 0 0 .2rem; }
+.chat-attach-list { list-style: none; display: flex; flex-wrap: wrap; gap: .3rem;
+  padding: 0; margin: .3rem 0 0; font-size: 13px; }
+.chat-attach-list:empty { display: none; }
+.chat-attach-list li { border: 1px solid #ccc; border-radius: .7rem; padding: 0 .2rem 0 .5rem; }
+.chat-attach-list button { font: inherit; border: 0; background: none; cursor: pointer;
+  color: inherit; padding: 0 .2rem; }
+.chat-attach-error { color: #a22; font-size: 13px; margin: .3rem 0 0; }
+.chat-attach-error:empty { display: none; }
 `;
 
 function addStyle() {
@@ -52,6 +73,24 @@ function button(text, label, onClick) {
   return b;
 }
 
+// 68 -> "68 B", 1536 -> "1.5 KB", 3 MiB -> "3.0 MB"
+export function fileSize(bytes) {
+  if (!Number.isFinite(bytes)) return "";
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+// Only http(s) links from the server are followed or shown.
+function safeUrl(url) {
+  try {
+    const parsed = new URL(url, location.href);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
 // 600 s -> "10 min"
 export function duration(seconds) {
   if (seconds < 90) return `${Math.round(seconds)} s`;
@@ -60,10 +99,13 @@ export function duration(seconds) {
   return `${Math.round(seconds / 86400)} days`;
 }
 
+// `attachments`: offer the file picker and show images inline. Leave it off where the
+// page's Content-Security-Policy does not allow the storage origin (connect-src, img-src):
+// attachments then show as download links.
 export function mountChatPage(
   client,
   room,
-  { expiredText = "session expired: reload the page" } = {},
+  { expiredText = "session expired: reload the page", attachments = false } = {},
 ) {
   const $ = (id) => document.getElementById(id);
   addStyle();
@@ -109,7 +151,14 @@ export function mountChatPage(
     const mine = message.sender?.id === me().id;
     const moderator = me().role === "moderator";
     p.classList.toggle("deleted", !!message.deleted);
+    // An open palette stays open when someone else's change re-renders the message.
+    const paletteOpen = entry.querySelector(".chat-palette")?.hidden === false;
     for (const old of entry.querySelectorAll(".chat-tools, .chat-reactions")) old.remove();
+    const files = message.deleted ? [] : message.attachments ?? [];
+    let box = entry.querySelector(".chat-attachments");
+    const key = JSON.stringify(files.map((f) => [f.id, f.url]));
+    if (box && box.dataset.key !== key) box = box.remove() ?? null; // thumbnails kept otherwise
+    if (!box && files.length) box = attachmentBox(files, key);
     if (message.deleted) {
       const by = message.deleted_by;
       const moderated = by && by.id !== message.sender?.id;
@@ -119,7 +168,8 @@ export function mountChatPage(
       entry.querySelector("form.chat-edit")?.remove();
       return;
     }
-    p.textContent = `${message.sender?.name ?? "?"}: ${message.body ?? ""}`;
+    const text = message.body ?? "";
+    p.textContent = `${message.sender?.name ?? "?"}:${text ? ` ${text}` : ""}`;
     if (message.edited_at) {
       const mark = document.createElement("span");
       mark.className = "edited";
@@ -140,7 +190,8 @@ export function mountChatPage(
       if (!palette.hidden) palette.querySelector("button")?.focus();
     });
     reactButton.dataset.key = "react";
-    reactButton.setAttribute("aria-expanded", "false");
+    palette.hidden = !paletteOpen;
+    reactButton.setAttribute("aria-expanded", String(paletteOpen));
     tools.append(reactButton);
     for (const emoji of PALETTE) {
       const b = button(emoji, `React with ${emoji}`, () => {
@@ -185,6 +236,7 @@ export function mountChatPage(
       tools.append(mute);
     }
     p.after(tools, palette);
+    if (box) palette.after(box);
 
     const chips = document.createElement("div");
     chips.className = "chat-reactions";
@@ -202,8 +254,52 @@ export function mountChatPage(
       chip.title = users.map(nameOf).join(", ");
       chips.append(chip);
     }
-    palette.after(chips);
+    (box ?? palette).after(chips);
     if (focused) entry.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  // Images as thumbnails (with attachments on), other files as links: name (size).
+  function attachmentBox(files, key) {
+    const box = document.createElement("div");
+    box.className = "chat-attachments";
+    box.dataset.key = key;
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Attachments");
+    for (const file of files) {
+      const url = safeUrl(file.url);
+      const size = fileSize(file.size);
+      const item = document.createElement("span");
+      item.className = "chat-attachment";
+      item.dataset.id = file.id;
+      const link = document.createElement(url ? "a" : "span");
+      if (url) {
+        link.href = url;
+        link.rel = "noopener noreferrer";
+        link.download = file.name; // cross-origin: the server's Content-Disposition decides
+      }
+      if (attachments && url && THUMBNAIL_TYPES.has(file.content_type)) {
+        const img = document.createElement("img");
+        img.src = url;
+        img.alt = file.name;
+        img.className = "chat-thumb";
+        link.title = `${file.name} (${size})`;
+        link.setAttribute("aria-label", `Download ${file.name} (${size})`);
+        link.append(img);
+        item.append(link);
+      } else {
+        const icon = document.createElement("span");
+        icon.setAttribute("aria-hidden", "true");
+        icon.textContent = "📄 ";
+        link.className = "chat-file";
+        link.textContent = file.name;
+        const note = document.createElement("span");
+        note.className = "chat-size";
+        note.textContent = ` (${size})`;
+        item.append(icon, link, note);
+      }
+      box.append(item);
+    }
+    return box;
   }
 
   function react(message, emoji) {
@@ -272,9 +368,17 @@ export function mountChatPage(
     names.set(user.id, user.name);
     note(`${user.name} ${event}`);
   });
-  client.on("error", ({ code, message, willRetry, send, change }) => {
-    if (willRetry) return;
+  client.on("error", ({ code, message, willRetry, send, change, upload }) => {
+    if (willRetry || upload) return; // uploads: their promise says why (see sendWithFiles)
     const about = send ? "send" : change?.type;
+    if (send?.attachments) {
+      // attachment_rejected and co. name the upload: say which file it was.
+      for (const id of send.attachments) {
+        if (uploadNames.has(id)) message = message.replaceAll(id, uploadNames.get(id));
+      }
+      picker?.fail(`${REFUSED.send}: ${message}`);
+      if (!$("body").value && send.body) $("body").value = send.body; // the text, back
+    }
     if (about && REFUSED[about]) note(`${REFUSED[about]}: ${message}`, "chat-refused");
     else note(`error ${code}: ${message}`);
   });
@@ -304,16 +408,174 @@ export function mountChatPage(
     typingTimer = setTimeout(() => { $("typing").textContent = ""; }, 3000);
   });
 
+  let uploading = 0; // files being uploaded for messages not sent yet
   function showPending() {
     const count = client.pending(room).length;
-    $("pending").textContent = count ? `(${count} sending…)` : "";
+    const parts = [];
+    if (uploading) parts.push(`uploading ${uploading} ${uploading === 1 ? "file" : "files"}…`);
+    if (count) parts.push(`${count} sending…`);
+    $("pending").textContent = parts.length ? `(${parts.join(", ")})` : "";
   }
   client.on("ack", showPending);
   client.on("error", showPending);
 
+  // Read receipts: the room is marked read whenever the page shows something newer and
+  // is visible (the client sends at most one `read` a second, never a lower seq).
+  let readSoon = false;
+  function markRead() {
+    if (readSoon || document.visibilityState !== "visible") return;
+    readSoon = true;
+    setTimeout(() => {
+      readSoon = false;
+      if (document.visibilityState === "visible") client.markRead(room);
+    });
+  }
+  for (const event of ["message", "update", "moderation", "joined"]) client.on(event, markRead);
+  client.on("ack", ({ connectionId, type }) => {
+    if (connectionId === room && type === "send") markRead(); // your own message, seen
+  });
+  document.addEventListener("visibilitychange", markRead);
+
+  // "Seen by Bob, Cy" under your latest message, for those whose receipt reached it.
+  const seen = document.createElement("div");
+  seen.className = "chat-seen";
+  function showSeen() {
+    const latest = client
+      .messages(room)
+      .filter((m) => m.sender?.id === me().id && !m.deleted && Number.isInteger(m.seq))
+      .at(-1);
+    const who = latest
+      ? Object.entries(client.readers(room))
+          .filter(([id, seq]) => id !== me().id && seq >= latest.seq)
+          .map(([id]) => nameOf(id))
+      : [];
+    const entry = latest && entries.get(latest.id);
+    if (!who.length || !entry) {
+      seen.remove();
+      return;
+    }
+    seen.textContent = `Seen by ${who.join(", ")}`;
+    if (seen.parentNode !== entry || entry.lastChild !== seen) entry.append(seen);
+  }
+  client.on("read", ({ user }) => {
+    names.set(user.id, user.name);
+    showSeen();
+  });
+  for (const event of ["message", "update", "ack"]) client.on(event, showSeen);
+
+  const uploadNames = new Map(); // upload id -> file name, for send errors
+  const picker = attachments ? filePicker() : null;
+
+  // The composer's file picker: a button opening the browser's file chooser, the chosen
+  // files (each removable) and why the last attempt failed.
+  function filePicker() {
+    const composer = $("composer");
+    const input = document.createElement("input");
+    input.type = "file";
+    input.multiple = true;
+    input.hidden = true;
+    input.id = "chat-files";
+    const pick = button("📎", "Attach files", () => input.click());
+    pick.id = "attach";
+    pick.title = "Attach files";
+    const submit = composer.querySelector('button[type="submit"], button:not([type])');
+    composer.insertBefore(pick, submit);
+    composer.append(input);
+    const list = document.createElement("ul");
+    list.id = "attached";
+    list.className = "chat-attach-list";
+    list.setAttribute("aria-label", "Files to send");
+    const error = document.createElement("p");
+    error.id = "attach-error";
+    error.className = "chat-attach-error";
+    error.setAttribute("role", "alert");
+    composer.after(list, error);
+    let chosen = [];
+
+    function show() {
+      list.replaceChildren();
+      for (const file of chosen) {
+        const li = document.createElement("li");
+        const size = document.createElement("span");
+        size.className = "chat-size";
+        size.textContent = ` (${fileSize(file.size)})`;
+        const remove = button("×", `Remove ${file.name}`, () => {
+          chosen = chosen.filter((f) => f !== file);
+          show();
+          pick.focus();
+        });
+        li.append(file.name, size, remove);
+        list.append(li);
+      }
+      pick.setAttribute("aria-label", chosen.length ? `Attach files (${chosen.length} chosen)` : "Attach files");
+    }
+    input.addEventListener("change", () => {
+      error.textContent = "";
+      for (const file of input.files) {
+        const same = (f) => f.name === file.name && f.size === file.size;
+        if (chosen.some(same)) continue;
+        if (chosen.length >= MAX_FILES) {
+          error.textContent = `At most ${MAX_FILES} files per message.`;
+          break;
+        }
+        chosen.push(file);
+      }
+      input.value = ""; // the same file can be chosen again
+      show();
+    });
+    return {
+      take() {
+        const files = chosen;
+        chosen = [];
+        error.textContent = "";
+        show();
+        return files;
+      },
+      giveBack(files) {
+        chosen = [...files, ...chosen].slice(0, MAX_FILES);
+        show();
+      },
+      fail(text) {
+        error.textContent = text;
+      },
+    };
+  }
+
+  // Uploads every file, then sends one message with them all. Nothing is sent if a file
+  // is refused: the text and the files are given back, with the reason.
+  async function sendWithFiles(body, files) {
+    uploading += files.length;
+    showPending();
+    const results = await Promise.allSettled(files.map((file) => client.upload(room, file)));
+    uploading -= files.length;
+    const failed = results
+      .map((result, i) => [result, files[i]])
+      .filter(([result]) => result.status === "rejected");
+    if (failed.length) {
+      const why = failed.map(([{ reason }, file]) => `${file.name}: ${reason?.message ?? reason}`);
+      picker.fail(`Not sent: ${why.join("; ")}`);
+      for (const line of why) note(`Attachment refused: ${line}`, "chat-refused");
+      picker.giveBack(files);
+      if (!$("body").value) $("body").value = body;
+    } else {
+      const ids = results.map(({ value }, i) => {
+        uploadNames.set(value, files[i].name);
+        return value;
+      });
+      client.send(room, body, { attachments: ids }); // resent until acked, like any send
+    }
+    showPending();
+  }
+
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("body");
+    const files = picker?.take() ?? [];
+    if (files.length) {
+      sendWithFiles(input.value.trim() ? input.value : "", files);
+      input.value = "";
+      return;
+    }
     if (!input.value.trim()) return;
     client.send(room, input.value); // queued while disconnected, resent until acked
     input.value = "";

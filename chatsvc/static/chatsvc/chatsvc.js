@@ -8,6 +8,10 @@
 //   client.send(id, "hello");
 //   client.on("update", (message, index) => ...); // edited, deleted or reacted to
 //   await client.edit(id, messageId, "hello!");
+//   client.markRead(id);                          // seen up to the newest: a read receipt
+//   client.on("read", ({ user, seq }) => ...);    // someone else's receipt
+//   const upload = await client.upload(id, file); // a File: granted, then POSTed to storage
+//   client.send(id, "a photo", { attachments: [upload] });
 
 const OPEN = 1; // WebSocket.OPEN, without depending on a global WebSocket
 
@@ -27,6 +31,7 @@ const DEFAULTS = {
   requestTimeout: 10000, // a join or history without an answer is asked again
   ackTimeout: 15000, // a send without an ack on a live socket is resent (same client_id)
   heartbeat: 25000, // silent this long: ping; no answer within requestTimeout: reconnect
+  readInterval: 1000, // markRead sends at most one `read` per room per interval (the latest)
   reconnect: { base: 250, cap: 10000, afterRestart: 1000, afterFlood: 5000 },
 };
 
@@ -45,7 +50,7 @@ const RETRY_ROOM = new Set(["unavailable", "overloaded", "internal", "history_un
 // The room cannot be joined: stop trying.
 const ROOM_REFUSED = new Set(["room_closed", "not_found", "too_many_rooms", "removed"]);
 // Frames paced by the message bucket (like the server); every other frame is a control frame.
-const MESSAGE_TYPES = new Set(["send", "typing", "edit", "delete", "react", "moderate"]);
+const MESSAGE_TYPES = new Set(["send", "typing", "edit", "delete", "react", "moderate", "upload"]);
 // Sequenced frames that are not messages: each has its own `id` and takes a `seq` of the
 // room's sequence, like a message (so resume replays them and seq counts them).
 const EVENT_TYPES = new Set(["message_edited", "message_deleted", "reaction", "moderation"]);
@@ -74,7 +79,8 @@ const randomId = () =>
 const hasSeq = (m) => Number.isInteger(m.seq);
 const isEvent = (item) => EVENT_TYPES.has(item.type);
 
-// The rejection of edit(), deleteMessage(), react() and moderate(): the server's error.
+// The rejection of edit(), deleteMessage(), react(), moderate() and upload(): the
+// server's error (or `upload_failed` when storage refused the file).
 export class ChatError extends Error {
   constructor({ code, message, ref = null }) {
     super(message ?? code);
@@ -110,7 +116,15 @@ export class ChatClient {
   #pingSent = 0;
   #authError = null; // the server's error frame before `ready`: why the close that follows
 
-  constructor({ url, token, getToken, rooms = [], WebSocket: socketClass, ...options } = {}) {
+  constructor({
+    url,
+    token,
+    getToken,
+    rooms = [],
+    WebSocket: socketClass,
+    fetch: fetchFunction,
+    ...options
+  } = {}) {
     if (!url) throw new TypeError("ChatClient needs a url");
     if (token == null && !getToken) throw new TypeError("ChatClient needs a token or getToken");
     this.url = url;
@@ -122,6 +136,7 @@ export class ChatClient {
       reconnect: { ...DEFAULTS.reconnect, ...options.reconnect },
     };
     this.Socket = socketClass ?? globalThis.WebSocket;
+    this.fetch = fetchFunction ?? null; // for upload(); default: globalThis.fetch
     this.#resetBuckets();
     this.state = "idle";
     this.user = null;
@@ -177,9 +192,12 @@ export class ChatClient {
     return this;
   }
 
-  send(connectionId, body) {
+  // `attachments`: ids from upload() (1-10); `body` may then be "".
+  send(connectionId, body, { attachments } = {}) {
     if (!this.#rooms.has(connectionId)) throw new Error(`join ${connectionId} before sending`);
-    const entry = this.#entry(connectionId, "send", { body });
+    const fields = { body };
+    if (attachments?.length) fields.attachments = [...attachments];
+    const entry = this.#entry(connectionId, "send", fields);
     this.#outbox.push(entry);
     this.#transmit(entry);
     return { clientId: entry.clientId };
@@ -211,6 +229,67 @@ export class ChatClient {
     return this.#change(connectionId, "moderate", fields);
   }
 
+  // The user has seen the room up to `seq` (default: everything the client holds, events
+  // included). Never sends a seq at or below one already sent for the room, and at most
+  // one `read` per room per `readInterval`: calls in between are folded into one frame,
+  // with the latest seq, at the end of the interval. Returns true if `seq` will be sent.
+  markRead(connectionId, seq) {
+    const room = this.#rooms.get(connectionId);
+    if (!room) return false;
+    seq ??= room.seq ?? null;
+    if (!Number.isInteger(seq) || seq < 0) return false;
+    const read = room.read;
+    if (seq <= Math.max(read.sent, read.wanted)) return false;
+    read.wanted = seq;
+    this.#flushRead(room);
+    return true;
+  }
+
+  // Others' read positions in the room, from `read` receipts: {userId: seq}. The user's
+  // own other devices report too (under the user's own id).
+  readers(connectionId) {
+    return Object.fromEntries(this.#rooms.get(connectionId)?.read.readers ?? []);
+  }
+
+  // Uploads `file` (a File or Blob with a name) for a message: asks the server for a
+  // presigned POST, then POSTs the file to storage. A promise of the upload's id, for
+  // send(room, body, {attachments: [id]}); rejected with a ChatError: the server's code
+  // (attachment_too_large, attachment_type_not_allowed, ...) or `upload_failed`.
+  upload(connectionId, file, { name, contentType } = {}) {
+    if (!this.#rooms.has(connectionId)) {
+      return Promise.reject(new Error(`join ${connectionId} first`));
+    }
+    const fields = {
+      name: name ?? file.name ?? "file",
+      content_type: contentType || file.type || "application/octet-stream",
+      size: file.size,
+    };
+    const grant = this.#change(connectionId, "upload", fields);
+    const promise = grant.then((granted) => this.#post(granted, file, fields.name));
+    promise.clientId = grant.clientId;
+    return promise;
+  }
+
+  async #post({ id, url, fields }, file, name) {
+    const form = new FormData();
+    for (const [key, value] of Object.entries(fields ?? {})) form.append(key, value);
+    form.append("file", file, name); // last: storage ignores fields after the file
+    const post = this.fetch ?? globalThis.fetch;
+    let response;
+    try {
+      response = await post(url, { method: "POST", body: form, credentials: "omit" });
+    } catch (error) {
+      // The network, or the page's CSP or the bucket's CORS refused it.
+      const message = `the file could not be sent to storage: ${error?.message ?? error}`;
+      throw new ChatError({ code: "upload_failed", message, ref: id });
+    }
+    if (!response.ok) {
+      const message = `storage refused the file (HTTP ${response.status})`;
+      throw new ChatError({ code: "upload_failed", message, ref: id });
+    }
+    return id;
+  }
+
   typing(connectionId) {
     const room = this.#rooms.get(connectionId);
     const now = Date.now();
@@ -240,6 +319,7 @@ export class ChatClient {
   // Sends and changes not yet acknowledged: {clientId, connectionId, type, body?, ...}.
   pending(connectionId) {
     return this.#outbox
+      .filter((e) => e.type !== "upload") // upload() promises say how those go
       .filter((e) => connectionId == null || e.connectionId === connectionId)
       .map((entry) => this.#describe(entry));
   }
@@ -424,7 +504,10 @@ export class ChatClient {
       case "moderation":
         return this.#event(frame);
       case "ack":
+      case "upload": // the answer to an upload: its grant
         return this.#ack(frame);
+      case "read":
+        return this.#receipt(frame);
       case "history":
         return this.#historyAnswer(frame);
       case "error":
@@ -471,10 +554,45 @@ export class ChatClient {
         timers: new Set(),
         lastTyping: 0,
         resumeFrom: null, // newest id held when the socket closed
+        // markRead: the highest seq sent, the highest asked for, when the last frame went
+        // out; and the receipts of others (user id -> seq).
+        read: { sent: -1, wanted: -1, at: 0, timer: null, readers: new Map() },
       };
       this.#rooms.set(id, room);
     }
     return room;
+  }
+
+  // --- read positions ------------------------------------------------------------
+
+  // Sends the room's wanted read position, unless one went out less than readInterval ago
+  // (then at the end of the interval, whatever is wanted by then) or the room is not
+  // joined (then on `joined`).
+  #flushRead(room) {
+    const read = room.read;
+    if (read.timer || read.wanted <= read.sent) return;
+    if (!room.joined || this.state !== "connected") return;
+    const wait = read.at + this.options.readInterval - Date.now();
+    if (wait > 0) {
+      read.timer = setTimeout(() => {
+        read.timer = null;
+        if (this.#rooms.get(room.id) === room) this.#flushRead(room);
+      }, wait);
+      return;
+    }
+    read.sent = read.wanted;
+    read.at = Date.now();
+    this.#frame({ type: "read", connection_id: room.id, seq: read.sent });
+  }
+
+  // A receipt: someone (or the user on another device) has seen the room up to seq.
+  #receipt(frame) {
+    const room = this.#rooms.get(frame.connection_id);
+    if (!room || !frame.user?.id || !Number.isInteger(frame.seq)) return;
+    const readers = room.read.readers;
+    if ((readers.get(frame.user.id) ?? -1) >= frame.seq) return; // positions never move back
+    readers.set(frame.user.id, frame.seq);
+    this.#emit("read", withoutType(frame));
   }
 
   #later(room, fn, delay) {
@@ -488,6 +606,7 @@ export class ChatClient {
   #forget(room, reason) {
     this.#rooms.delete(room.id);
     clearTimeout(room.joinTimer);
+    clearTimeout(room.read.timer);
     clearTimeout(room.requestTimer);
     for (const timer of room.timers) clearTimeout(timer);
     this.#failRequests(room, reason);
@@ -553,6 +672,11 @@ export class ChatClient {
         // First join, or the server's sequence restarted: count from here; what was
         // missed before is found by id in history.
         newStream = room.seq != null || room.list.length > 0;
+        if (room.epoch != null && (frame.epoch ?? null) !== room.epoch) {
+          // Seqs of another epoch: read positions start again.
+          Object.assign(room.read, { sent: -1, wanted: -1 });
+          room.read.readers.clear();
+        }
         room.epoch = frame.epoch ?? null;
         room.seq = frame.seq;
         room.known = frame.seq;
@@ -580,6 +704,7 @@ export class ChatClient {
       for (const delay of this.options.settleDelays) this.#later(room, () => this.#fill(room), delay);
     }
     for (const entry of this.#outbox) if (entry.connectionId === room.id) this.#transmit(entry);
+    this.#flushRead(room); // a position asked for while disconnected
   }
 
   #left(frame) {
@@ -875,8 +1000,16 @@ export class ChatClient {
     if (index < 0) return; // the ack of a resend we already had an ack for
     const [entry] = this.#outbox.splice(index, 1);
     clearTimeout(entry.timer);
+    if (entry.type === "upload") {
+      // The grant: {id, url, fields, expires_at, max_bytes}; upload() POSTs the file.
+      const { type, client_id: clientId, connection_id: connectionId, ...grant } = frame;
+      entry.resolve(grant);
+      return;
+    }
     const room = this.#rooms.get(entry.connectionId);
-    if (entry.type === "send" && room && this.user) {
+    // A message with attachments is not rebuilt from its ack: their links come with the
+    // message itself (its echo, a replay or history).
+    if (entry.type === "send" && room && this.user && !entry.fields.attachments) {
       // The echo normally came first; if a reconnect lost it, the ack says all we need.
       const { id, name } = this.user;
       const message = { connection_id: room.id, id: frame.id, sender: { id, name } };
@@ -930,7 +1063,10 @@ export class ChatClient {
       if (entry.type === "send") {
         const { clientId, connectionId, fields } = entry;
         const send = { clientId, connectionId, body: fields.body };
+        if (fields.attachments) send.attachments = fields.attachments;
         this.#emit("error", { ...withoutType(frame), willRetry, send });
+      } else if (entry.type === "upload") {
+        this.#emit("error", { ...withoutType(frame), willRetry, upload: this.#describe(entry) });
       } else {
         this.#emit("error", { ...withoutType(frame), willRetry, change: this.#describe(entry) });
       }

@@ -10,5 +10,7 @@ const scheme = location.protocol === "https:" ? "wss" : "ws";
 const client = new ChatClient({ url: `${scheme}://${location.host}/ws/v1/`, token, rooms: [room] });
 window.chatClient = client; // to poke at from the console
 
-mountChatPage(client, room);
+// Attachments: the demo view lets the page reach the bucket (local mode: the
+// emulator's origin in connect-src and img-src), so uploads and thumbnails work.
+mountChatPage(client, room, { attachments: true });
 client.connect();
