@@ -269,14 +269,16 @@ async def _seed(stream, connection_id: str, message_id: str) -> dict:
     record expired or was evicted): who sent it and when, from the replay log or
     DynamoDB, and its persisted changes from DynamoDB. One read per message and
     process at a time, however many change it at once (a lecture reacting)."""
-    key = (connection_id, message_id)
+    key = (asyncio.get_running_loop(), connection_id, message_id)
     if (pending := _seeding.get(key)) is None:
-        pending = _seeding[key] = asyncio.ensure_future(_read_seed(stream, *key))
+        pending = _seeding[key] = asyncio.ensure_future(
+            _read_seed(stream, connection_id, message_id)
+        )
         pending.add_done_callback(lambda _: _seeding.pop(key, None))
     return dict(await asyncio.shield(pending))
 
 
-_seeding: dict[tuple[str, str], asyncio.Future] = {}
+_seeding: dict[tuple, asyncio.Future] = {}  # (event loop, connection_id, message_id) -> read
 
 
 async def _read_seed(stream, connection_id: str, message_id: str) -> dict:
