@@ -39,16 +39,20 @@ def api(client, acme):
     return call
 
 
-def posted(acme, room, body="hello"):
-    user = tokens.ChatUser(
+def ada(issued) -> tokens.ChatUser:
+    return tokens.ChatUser(
         id="ada",
         name="Ada",
         role="member",
-        tenant=acme.tenant,
+        tenant=issued.tenant,
         rooms=None,
         expires_at=2_000_000_000,
-        key_id=acme.key.key_id,
+        key_id=issued.key.key_id,
     )
+
+
+def posted(acme, room, body="hello"):
+    user = ada(acme)
     return async_to_sync(post_message)(
         user=user, connection_id=room, client_id=new_ulid(), body=body
     )
@@ -142,17 +146,11 @@ def test_another_tenants_room_cannot_be_moderated(api):
 
 def test_deleting_what_a_user_deleted_is_409(api, acme, room):
     message = posted(acme, room)
-    user = tokens.ChatUser(
-        id="ada",
-        name="Ada",
-        role="member",
-        tenant=acme.tenant,
-        rooms=None,
-        expires_at=2_000_000_000,
-        key_id=acme.key.key_id,
-    )
     async_to_sync(content.delete_message)(
-        actor=content.Actor.of_user(user), connection_id=room, client_id="d", message_id=message.id
+        actor=content.Actor.of_user(ada(acme)),
+        connection_id=room,
+        client_id="d",
+        message_id=message.id,
     )
     response = api("delete", f"/connections/{room}/messages/{message.id}")
     assert response.status_code == 409 and response.json()["error"]["code"] == "message_deleted"

@@ -9,6 +9,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.test_reference_client import say
+
 pytestmark = pytest.mark.e2e
 
 WAIT = 15000
@@ -23,11 +25,6 @@ def open_demo(browser, base_url: str, name: str, *, moderator: bool = False):
     page.goto(f"{base_url}/demo/?name={name}{suffix}")
     expect(page.locator("#status")).to_have_text("connected", timeout=WAIT)
     return page
-
-
-def say(page, text: str) -> None:
-    page.fill("#body", text)
-    page.click("#send")
 
 
 def entry(page, text: str):

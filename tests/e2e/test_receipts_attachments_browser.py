@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from chatsvc.core.security_headers import CONTENT_SECURITY_POLICY
 from chatsvc.demo.views import policy
+from tests.e2e.test_reference_client import say
 
 WAIT = 15000
 X = "\N{MULTIPLICATION SIGN}"  # a chosen file's Remove button
@@ -60,11 +61,6 @@ def open_demo(browser, base_url: str, name: str):
     page.csp = response.headers["content-security-policy"]
     expect(page.locator("#status")).to_have_text("connected", timeout=WAIT)
     return page
-
-
-def say(page, text: str) -> None:
-    page.fill("#body", text)
-    page.click("#send")
 
 
 def entry(page, text: str):
