@@ -13,6 +13,7 @@ and no repeat.
 import asyncio
 import logging
 
+from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.realtime.events import encode
 from chatsvc.streams import StreamUnavailable
 
@@ -62,6 +63,7 @@ class RoomFeed:
     async def _sync(self) -> None:
         backoff = 0.05
         while True:
+            raise_if_cancelled()  # a member's write or a Redis read may have swallowed it
             self._sync_again = False
             try:
                 tail = await self.stream.tail(self.connection_id, self.seq)

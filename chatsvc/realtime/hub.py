@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from channels.layers import get_channel_layer
 
+from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging import runtime
 from chatsvc.realtime.feed import RoomFeed
@@ -110,6 +111,7 @@ class RoomHub:
                 await self._deliver(event)
             except Exception:
                 logger.exception("room event delivery failed", extra={"event": event.get("type")})
+            raise_if_cancelled()  # a delivery's Redis call may have swallowed it
 
     async def _deliver(self, event: dict) -> None:
         members = self.members.get(event["group"])

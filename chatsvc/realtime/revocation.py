@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete
 
+from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.realtime import events, presence
 from chatsvc.rooms import selectors
 from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
@@ -158,6 +159,7 @@ async def sweep_forever(live, interval: float) -> None:
     from chatsvc.realtime.connection_limits import user_sockets
 
     while True:
+        raise_if_cancelled()  # the sweep's Redis calls may have swallowed it
         await asyncio.sleep(interval)
         sockets = list(live)
         try:

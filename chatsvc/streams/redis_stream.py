@@ -23,6 +23,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.streams import REDIS_OUTAGES as OUTAGES
 from chatsvc.streams import (
     Appended,
@@ -384,6 +385,7 @@ class RedisRoomStream:
                     logger.warning("room stream subscription restored")
                 backoff, working = 0.05, True
                 while True:
+                    raise_if_cancelled()  # a listener's Redis call may have swallowed it
                     message = await pubsub.get_message(timeout=PING_SECONDS)
                     if message is None:
                         await pubsub.ping()
