@@ -250,6 +250,9 @@ CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
 # Per tenant and hour counters behind the admin's usage page (chatsvc.usage,
 # docs/operations.md#usage-page): kept this many days.
 CHAT_USAGE_RETENTION_DAYS = env_int("CHAT_USAGE_RETENTION_DAYS", 90)
+# Web processes serving one port (`manage.py serve`; chatsvc/core/workers.py):
+# 0 means one per CPU available to the process. More than 1 needs REDIS_URL.
+CHAT_WEB_WORKERS = env_int("CHAT_WEB_WORKERS", 0)
 
 # --- Webhooks ------------------------------------------------------------------
 # Signed POSTs of chat events to tenants' endpoints (docs/webhooks.md), sent from

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Container entrypoint. Roles:
-#   web      ASGI server (manage.py serve: daphne, graceful SIGTERM) on 0.0.0.0:8000
+#   web      ASGI server (manage.py serve: daphne, graceful SIGTERM) on 0.0.0.0:8000,
+#            one process per CPU (CHAT_WEB_WORKERS) under a supervisor that keeps PID 1
 #   worker   SQS -> DynamoDB consumer (manage.py consume_queue)
 #   migrate  database migrations, run once per release (a one-off task)
 #   healthcheck  used by the image's HEALTHCHECK and the ECS container health check:
@@ -38,6 +39,8 @@ print("{}://{}{}:{}/0".format(scheme, auth, e["REDIS_HOST"], e.get("REDIS_PORT")
 
 healthcheck() {
     # PID 1 is the role's process (every role execs). Only the web role serves HTTP.
+    # With several web workers PID 1 is their supervisor (python -m chatsvc.core.workers
+    # ... -- python manage.py serve): its command line still names `manage.py serve`.
     # Until the task has once been ready it must be ready (/readyz: database, Redis
     # and SQS reachable, at most 3 s), so a release that cannot reach them never
     # turns healthy and the deployment circuit breaker rolls it back. From then on,

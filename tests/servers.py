@@ -36,12 +36,14 @@ class ServerProcess:
         )
 
     @classmethod
-    def serve(cls, *, env: dict, log: Path) -> "ServerProcess":
-        """The web role (`manage.py serve`)."""
+    def serve(cls, *, env: dict, log: Path, workers: int | None = 1) -> "ServerProcess":
+        """The web role (`manage.py serve --workers 1`: one process, as the tests were
+        written for); `workers=N` for N processes, None for the command's own default."""
         port = free_port()
-        return cls(
-            args=["serve", "--host", "127.0.0.1", "--port", str(port)], port=port, env=env, log=log
-        )
+        args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        if workers is not None:
+            args += ["--workers", str(workers)]
+        return cls(args=args, port=port, env=env, log=log)
 
     @classmethod
     def run_local(cls, *, database: Path, log: Path) -> "ServerProcess":

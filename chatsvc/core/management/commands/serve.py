@@ -7,18 +7,27 @@ a stampede (and resume with `since`), waits for in-flight sends, flushes
 pending SQS batches, and only then stops the reactor. The whole drain takes
 at most CHAT_DRAIN_SECONDS + CHAT_SEND_DEADLINE_SECONDS + a few seconds;
 docs/deployment.md aligns the ECS stop timeout with it.
+
+With --workers N (default: CHAT_WEB_WORKERS, else one per available CPU) and
+N > 1 the command binds the port and becomes a supervisor of N such servers on
+it (chatsvc/core/workers.py); --workers 1 is the single process described above.
 """
 
 import asyncio
 import gc
 import logging
 import signal
+from typing import NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chatsvc.core import workers as supervision
+from chatsvc.core.event_loop import loop_name
+
 logger = logging.getLogger("chatsvc.serve")
 FLUSH_MARGIN_SECONDS = 3
+STOP_MARGIN_SECONDS = 5  # the supervisor's wait for its children, beyond their drain
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -35,14 +44,22 @@ class Command(BaseCommand):
             help="serve on this inherited, already listening socket instead (run_local binds "
             "first); --host and --port then only name it in logs",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="server processes on the port (default CHAT_WEB_WORKERS; 0: one per "
+            "available CPU); more than 1 needs REDIS_URL",
+        )
 
-    def handle(self, *args, host, port, fd, **options):
-        # Importing daphne.server installs Twisted's asyncio reactor on a new loop;
-        # with uvloop's policy that loop is uvloop's (C event loop, cheaper I/O).
-        if settings.CHAT_UVLOOP:
-            import uvloop
+    def handle(self, *args, host, port, fd, workers, **options):
+        count = worker_count(workers)
+        if count > 1:
+            supervise(count, host, port, fd)  # replaces this process
+        self.serve(host, port, fd)
 
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    def serve(self, host, port, fd):
+        supervision.follow_supervisor()
         from daphne.server import Server
         from twisted.internet import reactor
 
@@ -95,7 +112,10 @@ class Command(BaseCommand):
         def install_handlers():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
-            logger.info("serving on %s:%s", host, port)
+            loop = loop_name(asyncio.get_event_loop())
+            logger.info("serving on %s:%s", host, port, extra={"event_loop": loop})
+            if settings.CHAT_UVLOOP and loop != "uvloop":
+                logger.warning("CHAT_UVLOOP is set but the loop is %s: start with manage.py", loop)
             if settings.CHAT_TARGET_GROUP_ARN:
                 watching.append(asyncio.ensure_future(watch_target(port)))
 
@@ -105,6 +125,54 @@ class Command(BaseCommand):
         if listen_failures:
             hint = "" if fd is not None else " Another process may hold the port: use --port."
             raise CommandError(f"{listen_failures[0]}{hint}")
+
+
+def worker_count(requested: int | None) -> int:
+    """--workers, else CHAT_WEB_WORKERS; 0 means one per available CPU.
+
+    Without Redis rooms live in one process's memory: a number asked for is
+    refused, the per-CPU default falls back to one process.
+    """
+    asked = settings.CHAT_WEB_WORKERS if requested is None else requested
+    if asked < 0:
+        raise CommandError(f"--workers / CHAT_WEB_WORKERS must be 0 or more, not {asked}")
+    count = asked or supervision.available_cpus()
+    if count == 1 or settings.REDIS_URL:
+        return count
+    if asked:
+        raise CommandError(
+            f"{count} web workers need Redis (REDIS_URL): without it room streams and the "
+            "channel layer are in-memory, per process, and cannot be shared. "
+            "Use --workers 1 (or CHAT_WEB_WORKERS=1)."
+        )
+    logger.warning("REDIS_URL is not set: serving with 1 process instead of %d", count)
+    return 1
+
+
+def supervise(count: int, host: str, port: int, fd: int | None) -> NoReturn:
+    """Bind here (a taken port is a CommandError, as with one process), then exec."""
+    if fd is None:
+        try:
+            listener = supervision.listen(host, port)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port}: {exc.strerror}. "
+                "Another process may hold the port: use --port."
+            ) from exc
+        fd, port = listener.fileno(), listener.getsockname()[1]
+    supervision.exec_supervisor(
+        workers=count,
+        fd=fd,
+        host=host,
+        port=port,
+        stop_seconds=settings.CHAT_DRAIN_SECONDS
+        + settings.CHAT_SEND_DEADLINE_SECONDS
+        + FLUSH_MARGIN_SECONDS
+        + STOP_MARGIN_SECONDS,
+        log_format=settings.LOG_FORMAT,
+        log_level=settings.LOG_LEVEL,
+        base_dir=settings.BASE_DIR,
+    )
 
 
 def freeze_startup_heap() -> None:
