@@ -212,6 +212,10 @@ CHAT_SQS_MAX_ATTEMPTS = env_int("CHAT_SQS_MAX_ATTEMPTS", 5)
 # CHAT_SEND_BACKLOG messages waiting for SQS, new sends get `overloaded` at once.
 CHAT_SEND_DEADLINE_SECONDS = env_int("CHAT_SEND_DEADLINE_SECONDS", 10)
 CHAT_SEND_BACKLOG = env_int("CHAT_SEND_BACKLOG", 5000)
+# A socket whose unsent bytes stay above this for 5 s without going down is closed 1013 (0: never).
+CHAT_SLOW_READER_BYTES = env_int("CHAT_SLOW_READER_BYTES", 1024 * 1024)
+# Lag (event loop, or frames waiting for it) past which new messages get `overloaded` (0: never).
+CHAT_OVERLOAD_LAG_MS = env_int("CHAT_OVERLOAD_LAG_MS", 250)
 CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
 # Every web process re-checks its sockets' keys, tenants and rooms this often
 # (revocations that bypassed the model signals: QuerySet.update, raw SQL).

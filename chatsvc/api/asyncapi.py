@@ -111,7 +111,10 @@ ERROR_CODES = {
     "not_stored": "SQS did not accept the message (or the change) in time; members may have "
     "seen it: resend the same `client_id`.",
     "overloaded": "Refused at once, nothing was created: too many messages wait for SQS in "
-    "this process. Resend later with backoff.",
+    "this process, or it is behind (its event loop, or the frames waiting for it, lag more "
+    f"than {settings.CHAT_OVERLOAD_LAG_MS} ms: `send`, `edit`, `delete` and `react` are "
+    "refused, `typing` is dropped). Resend the same `client_id` later: after "
+    "`retry_after_ms` when the error has it, else with backoff.",
     "unavailable": "A backend is briefly unreachable; nothing was created or changed: retry "
     "with backoff (a `send`, `edit`, ... with the same `client_id`).",
     "history_unavailable": "The history store could not be read: retry the `history` frame.",
@@ -155,7 +158,9 @@ CLOSE_CODES = {
     "tenant's `max_frame_bytes`).",
     consumer.CLOSE_RESTART: "The server is restarting (deploys): reconnect with backoff and "
     "resume with `since`.",
-    consumer.CLOSE_TRY_LATER: "The server could not check the token right now: reconnect later.",
+    consumer.CLOSE_TRY_LATER: "The server could not check the token right now; or this socket "
+    f"fell behind: more than {settings.CHAT_SLOW_READER_BYTES} bytes waited for it, unread, "
+    "for 5 s (the close reason says how many). Reconnect later and resume with `since`.",
     tokens.CLOSE_BAD_TOKEN: "First frame not `auth`, bad signature, unknown or revoked key, "
     "malformed or expired token; also on a live socket when its token expires (30 s after "
     "`exp`), its key is revoked or the tenant revoked the user's sessions. Fetch a fresh "
@@ -1022,6 +1027,12 @@ def _server_frames() -> dict:
                     **ROOM,
                     "description": "The room a `join` with `connection_ids` failed for.",
                 },
+                "retry_after_ms": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "With `overloaded` when the server is behind delivering: "
+                    "resend no sooner than this many milliseconds from now (jittered).",
+                },
             },
             ("code", "message", "ref"),
             {
@@ -1043,6 +1054,13 @@ def _server_frames() -> dict:
                     "message": f"{EXAMPLE_UPLOAD}: the content is application/pdf, not the "
                     "declared image/png",
                     "ref": "c-2",
+                },
+                "error-overloaded": {
+                    "type": "error",
+                    "code": "overloaded",
+                    "message": "the server is behind delivering messages; resend later",
+                    "ref": "c-3",
+                    "retry_after_ms": 420,
                 },
             },
         ),

@@ -24,7 +24,15 @@ from chatsvc.messaging.actions import post_message
 from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
 from chatsvc.messaging.queue_message import utc_timestamp
-from chatsvc.realtime import connection_limits, events, presence, receipts, revocation, tokens
+from chatsvc.realtime import (
+    connection_limits,
+    events,
+    overload,
+    presence,
+    receipts,
+    revocation,
+    tokens,
+)
 from chatsvc.realtime.hub import hub
 from chatsvc.realtime.protocol import (
     MAX_CLIENT_ID,
@@ -666,8 +674,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send(error.frame())
 
     async def _admit(self, data) -> bool:
-        """Spend a token from the frame's bucket; when it is empty: an error and a strike."""
-        if kind_of(data) in MESSAGE_TYPES:
+        """Spend a token from the frame's bucket; when it is empty: an error and a strike.
+        While this process is behind delivering, new messages are refused (overload.py)."""
+        kind = kind_of(data)
+        if kind in MESSAGE_TYPES:
             bucket, what = (
                 self.bucket,
                 "messages (send, typing, edit, delete, react, moderate, upload)",
@@ -675,6 +685,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             bucket, what = self.control_bucket, "control frames"
         if bucket.take(cost_of(data)):
+            # After the bucket: refusing does not lift the rate limit (and its strikes).
+            if kind in overload.SHED_TYPES and (lag := overload.monitor()).overloaded:
+                if kind in overload.REFUSED_TYPES:
+                    await self._error(lag.refusal(ref_of(data)))
+                return False
             return True
         limit = f"{bucket.rate:g}/s, burst {bucket.burst:g}"
         # The ref tells the client which send to retry.

@@ -86,18 +86,27 @@ FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
 
 class FrameError(Exception):
     def __init__(
-        self, code: str, message: str, ref: str | None = None, *, connection_id: str | None = None
+        self,
+        code: str,
+        message: str,
+        ref: str | None = None,
+        *,
+        connection_id: str | None = None,
+        retry_after_ms: int | None = None,
     ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
         self.connection_id = connection_id  # errors about one room of a join name it
+        self.retry_after_ms = retry_after_ms  # when the server can tell when to resend
 
     def frame(self) -> dict:
         frame = {"type": "error", "code": self.code, "message": self.message, "ref": self.ref}
         if self.connection_id is not None:
             frame["connection_id"] = self.connection_id
+        if self.retry_after_ms is not None:
+            frame["retry_after_ms"] = self.retry_after_ms
         return frame
 
 
