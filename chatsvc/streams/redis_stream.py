@@ -373,14 +373,9 @@ class RedisRoomStream:
         """Receive forever; after a lost connection, subscribe again and let the listener repair."""
         backoff, working = 0.05, True
         while True:
-            pubsub = self._pubsub = self.subscriber.pubsub()
+            pubsub = self.subscriber.pubsub()
             try:
-                # Rooms added from here on subscribe themselves on this connection
-                # (twice at worst: each confirmation only triggers a repair check).
-                if self.rooms:
-                    await pubsub.subscribe(*(CHANNEL_PREFIX + room for room in self.rooms))
-                else:
-                    await pubsub.ping()  # connect now, so a subscribe later can use it
+                await self._open(pubsub)
                 if not working:
                     logger.warning("room stream subscription restored")
                 backoff, working = 0.05, True
@@ -407,6 +402,24 @@ class RedisRoomStream:
                 await _quietly_close(pubsub)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _open(self, pubsub) -> None:
+        """Connect, subscribe every room, then let subscribe() use the connection.
+
+        Until the connection exists, subscribe() only records its room: redis-py
+        gives each concurrent first command on a PubSub a connection of its own,
+        and a room subscribed on a connection nobody reads would never sync (a
+        reconnect storm's first joins all came at once and timed out).
+        """
+        await pubsub.connect()
+        subscribed = set(self.rooms)
+        if subscribed:
+            await pubsub.subscribe(*(CHANNEL_PREFIX + room for room in subscribed))
+        self._pubsub = pubsub
+        # Rooms that came while we subscribed; twice at worst (a confirmation
+        # only triggers a repair check).
+        if missing := self.rooms - subscribed:
+            await pubsub.subscribe(*(CHANNEL_PREFIX + room for room in missing))
 
     async def _dispatch(self, message: dict) -> None:
         kind = message["type"]

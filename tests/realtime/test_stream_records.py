@@ -207,3 +207,34 @@ async def test_records_seeded_for_a_refused_change_still_expire(redis_url):
     await stream.mark_read(room, tenant_id="t", user_id="u", seq=1)
     assert 0 < redis.Redis.from_url(redis_url).ttl(f"chatsvc:{{{room}}}:state")
     await stream.close()
+
+
+async def test_rooms_subscribed_at_once_on_a_new_stream_all_confirm(redis_url):
+    """A drain's reconnect storm: the first joins of a fresh process subscribe many
+    rooms before the stream's connection exists; every room must hear back (one
+    connection, read by the stream), none on a connection nobody reads."""
+
+    class Listener:
+        def __init__(self):
+            self.confirmed = set()
+
+        def on_subscribed(self, connection_id):
+            self.confirmed.add(connection_id)
+
+        async def on_frame(self, connection_id, seq, frame):
+            pass
+
+    stream = RedisRoomStream(url=redis_url, window=WINDOW)
+    listener = Listener()
+    stream.listen(listener)
+    first, *others = [new_ulid() for _ in range(200)]
+    rooms = {first, *others}
+    try:
+        await stream.subscribe(first)
+        await asyncio.sleep(0)  # the stream starts connecting; more joins come meanwhile
+        await asyncio.gather(*(stream.subscribe(room) for room in others))
+        async with asyncio.timeout(5):
+            while listener.confirmed != rooms:
+                await asyncio.sleep(0.02)
+    finally:
+        await stream.close()
