@@ -220,6 +220,9 @@ CHAT_DEDUP_TTL_SECONDS = env_int("CHAT_DEDUP_TTL_SECONDS", 86400)
 # Every web process re-checks its sockets' keys, tenants and rooms this often
 # (revocations that bypassed the model signals: QuerySet.update, raw SQL).
 CHAT_REVALIDATE_SECONDS = env_int("CHAT_REVALIDATE_SECONDS", 30)
+# Keys, revocations and rooms that auth and join read are cached per process this
+# long at most; a change is forgotten at once (published), this bounds a missed one.
+CHAT_LOOKUP_CACHE_SECONDS = env_int("CHAT_LOOKUP_CACHE_SECONDS", 10)
 # `joined` lists at most this many of the room's members (first joined first),
 # plus `member_count`. Presence entries of a web process that died fade out
 # after 3 revalidation sweeps (chatsvc.realtime.presence).
@@ -247,6 +250,9 @@ CHAT_CONTROL_FRAMES_PER_SECOND = env_int("CHAT_CONTROL_FRAMES_PER_SECOND", 20)
 CHAT_CONTROL_BURST = env_int("CHAT_CONTROL_BURST", 50)
 CHAT_TEST_LISTENER_PORT = env_int("CHAT_TEST_LISTENER_PORT", 8080)
 CHAT_UVLOOP = env_bool("CHAT_UVLOOP", True)
+# Web processes serving one port (`manage.py serve`; chatsvc/core/workers.py):
+# 0 means one per CPU available to the process. More than 1 needs REDIS_URL.
+CHAT_WEB_WORKERS = env_int("CHAT_WEB_WORKERS", 0)
 CHAT_WORKER_POLLERS = env_int("CHAT_WORKER_POLLERS", 1)
 CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
 
@@ -254,9 +260,6 @@ CHAT_WORKER_LINGER_MS = env_int("CHAT_WORKER_LINGER_MS", 500)
 # Per tenant and hour counters behind the admin's usage page (chatsvc.usage,
 # docs/operations.md#usage-page): kept this many days.
 CHAT_USAGE_RETENTION_DAYS = env_int("CHAT_USAGE_RETENTION_DAYS", 90)
-# Web processes serving one port (`manage.py serve`; chatsvc/core/workers.py):
-# 0 means one per CPU available to the process. More than 1 needs REDIS_URL.
-CHAT_WEB_WORKERS = env_int("CHAT_WEB_WORKERS", 0)
 
 # --- Webhooks ------------------------------------------------------------------
 # Signed POSTs of chat events to tenants' endpoints (docs/webhooks.md), sent from

@@ -115,3 +115,11 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_directory():
+    """Each test's database is its own: nothing cached by an earlier test applies."""
+    from chatsvc.realtime.directory import directory
+
+    directory().clear()

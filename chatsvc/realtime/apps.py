@@ -6,6 +6,7 @@ class RealtimeConfig(AppConfig):
     label = "realtime"
 
     def ready(self):
-        from chatsvc.realtime.revocation import connect_signals
+        from chatsvc.realtime import directory, revocation
 
-        connect_signals()
+        revocation.connect_signals()
+        directory.connect_signals()

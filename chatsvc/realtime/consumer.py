@@ -26,6 +26,7 @@ from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
 from chatsvc.messaging.queue_message import utc_timestamp
 from chatsvc.realtime import (
     connection_limits,
+    directory,
     events,
     overload,
     presence,
@@ -48,7 +49,6 @@ from chatsvc.realtime.protocol import (
 )
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket, control_rate, send_rate
 from chatsvc.rooms import moderation
-from chatsvc.rooms.selectors import is_removed, muted_until, room_of_tenant
 from chatsvc.streams import REDIS_OUTAGES, StreamUnavailable
 from chatsvc.webhooks import outbox
 
@@ -75,20 +75,30 @@ def close_reason(text: str | None) -> str | None:
     return text.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
-@database_sync_to_async
-def _authenticate(token):
-    return tokens.authenticate(token)
+async def _authenticate(token) -> tokens.ChatUser:
+    """From the process's cache without a thread hop when it holds the key and the
+    tenant's revocations (directory.py); from the database otherwise."""
+    await hub().listen()  # hear of changes before caching anything
+    try:
+        return tokens.authenticate(token, directory.CACHED)
+    except directory.Missing:
+        return await database_sync_to_async(tokens.authenticate)(token, directory.LOADING)
 
 
-@database_sync_to_async
-def _joinable_room(user: tokens.ChatUser, connection_id: str):
+async def _joinable_room(user: tokens.ChatUser, connection_id: str):
     """(the room, when the user's mute there ends), or (None, None): no such room."""
-    room = room_of_tenant(tenant_id=user.tenant.id, connection_id=connection_id)
-    if room is None:
+    if not is_ulid(connection_id):
         return None, None
-    if is_removed(connection_id=connection_id, user_id=user.id):
+    args = (user.tenant.id, connection_id, user.id)
+    try:
+        admission = directory.CACHED.admission(*args)
+    except directory.Missing:
+        admission = await database_sync_to_async(directory.LOADING.admission)(*args)
+    if admission.room is None:
+        return None, None
+    if admission.removed:
         raise FrameError("removed", "you were removed from this room", connection_id)
-    return room, muted_until(connection_id=connection_id, user_id=user.id)
+    return admission.room, admission.muted_until
 
 
 async def _announce_membership(user: tokens.ChatUser, connection_id: str, event: str) -> None:

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging import runtime
+from chatsvc.realtime import directory
 from chatsvc.realtime.feed import RoomFeed
 from chatsvc.streams import StreamUnavailable
 
@@ -84,7 +85,7 @@ class RoomHub:
     # --- channel-layer groups ----------------------------------------------------------
 
     async def join(self, group: str, member) -> None:
-        await self._ensure_channel()
+        await self.listen()
         if not self.members.get(group):
             await self.layer.group_add(group, self.channel)
         self.members[group].add(member)
@@ -98,10 +99,16 @@ class RoomHub:
             del self.members[group]
             await self.layer.group_discard(group, self.channel)
 
-    async def _ensure_channel(self) -> None:
+    async def listen(self) -> None:
+        """Receive this process's events, directory changes included (before the
+        process caches anything: directory.py)."""
+        if self.channel is not None:
+            return
         async with self._setup:
             if self.channel is None:
-                self.channel = await self.layer.new_channel(prefix="hub.")
+                channel = await self.layer.new_channel(prefix="hub.")
+                await self.layer.group_add(directory.GROUP, channel)
+                self.channel = channel
                 self.reader = asyncio.create_task(self._read(), name="room-hub")
 
     async def _read(self) -> None:
@@ -114,6 +121,9 @@ class RoomHub:
             raise_if_cancelled()  # a delivery's Redis call may have swallowed it
 
     async def _deliver(self, event: dict) -> None:
+        if event["type"] == "directory.changed":
+            directory.directory().forget(event["kind"], event["id"])
+            return
         members = self.members.get(event["group"])
         if not members:
             return

@@ -11,9 +11,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 
 from chatsvc.core.text import is_storable
-from chatsvc.rooms.selectors import revocation_of
+from chatsvc.realtime import directory
 from chatsvc.tenants.models import Tenant, TenantKey
-from chatsvc.tenants.selectors import signing_secret_for
 
 ALGORITHM = "HS256"
 MAX_LIFETIME_SECONDS = 24 * 3600
@@ -103,13 +102,16 @@ def mint(
     return token, expires_at
 
 
-def authenticate(token: object) -> ChatUser:
-    """Verify a token against its tenant key; raise TokenRejected otherwise. Sync (DB).
+def authenticate(token: object, lookup=None) -> ChatUser:
+    """Verify a token against its tenant key; raise TokenRejected otherwise.
 
-    The order matters for tenant isolation: nothing about a key or its tenant
-    (revoked, disabled) is told before the token's signature proved that its
-    sender holds the key's signing secret.
+    `lookup` finds keys and revocations: the database (default; sync, it fills
+    the process's cache) or the cache alone (directory.CACHED: no I/O, raises
+    directory.Missing). The order matters for tenant isolation: nothing about a
+    key or its tenant (revoked, disabled) is told before the token's signature
+    proved that its sender holds the key's signing secret.
     """
+    lookup = lookup or directory.LOADING
     if not isinstance(token, str) or not token:
         raise TokenRejected("auth needs a token (a JWT string)", check="missing")
     try:
@@ -127,10 +129,9 @@ def authenticate(token: object) -> ChatUser:
     if not isinstance(kid, str) or not kid:
         raise TokenRejected("token kid must be a non-empty string", check="no_kid")
     kid = kid[:64]
-    key = TenantKey.objects.select_related("tenant").filter(key_id=kid).first()
+    key, secret = lookup.key(kid)
     if key is None:
         raise TokenRejected("unknown kid", check="unknown_kid", kid=kid)
-    secret = signing_secret_for(key=key)
     if secret is None:
         if not key.is_active:  # a revoked key that no longer has its secret: unprovable
             raise TokenRejected("unknown kid", check="unknown_kid", kid=kid)
@@ -142,7 +143,7 @@ def authenticate(token: object) -> ChatUser:
         raise TokenRejected("tenant disabled", CLOSE_FORBIDDEN, check="tenant_disabled", kid=kid)
     _check_times(claims, kid)
     try:
-        return _user_from_claims(claims, key)
+        return _user_from_claims(claims, key, lookup)
     except TokenRejected as rejected:
         rejected.kid = kid
         raise
@@ -205,7 +206,7 @@ def _check_times(claims: dict, kid: str) -> None:
         )
 
 
-def _user_from_claims(claims: dict, key: TenantKey) -> ChatUser:
+def _user_from_claims(claims: dict, key: TenantKey, lookup) -> ChatUser:
     sub, name, cids, role = (
         claims.get("sub"),
         claims.get("name", claims.get("sub")),
@@ -224,8 +225,8 @@ def _user_from_claims(claims: dict, key: TenantKey) -> ChatUser:
         raise TokenRejected("cids must be a list of ConnectionIds", check="bad_claim")
     if role not in ROLES:
         raise TokenRejected("role must be member or moderator", check="bad_claim")
-    revocation = revocation_of(tenant_id=key.tenant_id, user_id=sub)
-    if revocation is not None and revocation.refuses(claims["iat"]):
+    revoked_at = lookup.revoked_at(key.tenant_id, sub)
+    if revoked_at is not None and claims["iat"] <= revoked_at:  # in or before its second
         raise TokenRejected(
             "token revoked: the user's sessions were revoked since; mint a new token",
             check="user_revoked",

@@ -33,6 +33,9 @@ class Peer:
     async def send(self, frame):
         await self.socket.send(json.dumps(frame))
 
+    async def recv(self) -> dict:
+        return json.loads(await self.socket.recv())
+
     async def expect(self, kind, timeout=5, **fields):
         """The next frame of `kind` (with these field values), passing over others."""
         async with asyncio.timeout(timeout):
