@@ -36,7 +36,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pinned(cpu: int, command: list[str]) -> list[str]:
+def pinned(cpu: int | str, command: list[str]) -> list[str]:
     return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + command
 
 
@@ -52,17 +52,24 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 def rss_kib(pid: int) -> dict:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0])
+    """VmRSS and VmHWM of the server: with workers, the sum over the supervisor and them."""
+    fields = {"VmRSS": 0, "VmHWM": 0}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for process in (pid, *map(int, children)):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in fields:
+                fields[name] += int(value.split()[0])
     return fields
 
 
 class Bench:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, profile_dir: Path | None = None, workers: int = 1):
         self.workdir = workdir
+        self.workers = workers
+        self.servers = 0
+        self.profile_dir = profile_dir
+        self.profiles = 0
         self.processes: list[subprocess.Popen] = []
         self.env = {
             **os.environ,
@@ -76,6 +83,8 @@ class Bench:
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_REGION": "us-east-1",
             "LOG_LEVEL": "WARNING",
+            # Every client of the load generator comes from 127.0.0.1.
+            "CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS": "100000",
             "DJANGO_SETTINGS_MODULE": "chatsvc.settings",
         }
 
@@ -108,15 +117,32 @@ class Bench:
         from chatsvc.aws import clients, provision
 
         call_command("migrate", verbosity=0)
-        queue_url, _ = provision.ensure_queue(clients.sqs(), "bench")
         provision.ensure_table(clients.dynamodb(), settings.CHAT_TABLE_NAME)
-        self.env["CHAT_QUEUE_URL"] = queue_url
 
     def start_server(self) -> subprocess.Popen:
+        from chatsvc.aws import clients, provision
+
+        # A queue per server: the emulator slows down as unconsumed messages pile up,
+        # and one scenario's backlog must not weigh on the next.
+        self.servers += 1
+        queue_url, _ = provision.ensure_queue(clients.sqs(), f"bench{self.servers}")
+        self.env["CHAT_QUEUE_URL"] = queue_url
         self.port = free_port()
         command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
-        server = self.spawn(pinned(0, [*command, "--port", str(self.port)]))
+        command += ["--port", str(self.port), "--workers", str(self.workers)]
+        # One process: CPU 0, as ever. More: every CPU (the load generator shares CPU 1).
+        cpus = "0" if self.workers == 1 else ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        server = self.spawn(pinned(cpus, command))
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
+        if self.profile_dir:  # py-spy samples the server until it stops (raw, flamegraph-able)
+            self.profiles += 1
+            output = self.profile_dir / f"server-{self.profiles}.txt"
+            py_spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"]
+            self.spawn(
+                [*py_spy, "-p", str(server.pid), "-r", "250", "-f", "raw", "-o", output],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         return server
 
     def tenant(self):
@@ -179,9 +205,10 @@ def run_lecture(bench: Bench, args) -> None:
         step["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
         print(json.dumps(step), flush=True)
         clean = step["lost"] == 0 and step["rejected"] == 0
-        if clean and step["p99_ms"] < LECTURE_P99_TARGET_MS:
+        if clean and step["refused"] == 0 and step["p99_ms"] < LECTURE_P99_TARGET_MS:
             best = step
-        if not clean or step["p99_ms"] > LECTURE_GIVE_UP_P99_MS:
+        # Refusals (`overloaded`) are the server keeping latency bounded: step on.
+        if not clean or (step["p99_ms"] or 0) > LECTURE_GIVE_UP_P99_MS:
             process.terminate()
             break
     process.wait()
@@ -248,7 +275,35 @@ def run_idle(bench: Bench, args) -> None:
     server.wait(30)
 
 
-SCENARIOS = {"lecture": run_lecture, "tutoring": run_tutoring, "idle": run_idle}
+def run_reconnect(bench: Bench, args) -> None:
+    """After a drain every client of a process reconnects: auth + join, then resume."""
+    server = bench.start_server()
+    _, token, new_room = bench.tenant()
+    rooms = 250 if args.quick else 1000
+    config = {
+        "scenario": "reconnect",
+        "rooms": [new_room() for _ in range(rooms)],
+        "tokens": [token(f"learner{n}") for n in range(2)],
+        "live_rooms": [new_room() for _ in range(25 if args.quick else 50)],
+        "pair_tokens": [token("student"), token("tutor")],
+        "concurrency": 500,
+    }
+    process = bench.loadgen(config)
+    for line in process.stdout:
+        result = json.loads(line)
+        result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        print(json.dumps(result), flush=True)
+    process.wait()
+    server.send_signal(signal.SIGTERM)
+    server.wait(30)
+
+
+SCENARIOS = {
+    "lecture": run_lecture,
+    "tutoring": run_tutoring,
+    "idle": run_idle,
+    "reconnect": run_reconnect,
+}
 
 
 def main() -> None:
@@ -256,9 +311,15 @@ def main() -> None:
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer steps")
     parser.add_argument("--clients", type=int, default=200, help="lecture audience size")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="web processes (serve --workers; >1: every CPU)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy profiles of the server (raw) to this directory"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatsvc-bench-") as workdir:
-        bench = Bench(Path(workdir))
+        bench = Bench(Path(workdir), args.profile, args.workers)
         try:
             bench.start_emulator()
             bench.setup_django()

@@ -44,6 +44,8 @@ class Client(WSListener):
         self.errors = []
         self.control: asyncio.Queue = asyncio.Queue()
         self.transport = None
+        self.positions: dict[str, tuple[int, str]] = {}  # room -> (seq, epoch) for resume
+        self.opening = True
 
     def on_ws_frame(self, transport, frame):
         if frame.msg_type != WSMsgType.TEXT:
@@ -60,19 +62,45 @@ class Client(WSListener):
             self.acks += 1
         elif kind == "error":
             self.errors.append(frame["code"])
+            if self.opening:  # a refused auth or join: do not wait for `joined`
+                self.control.put_nowait(f"error {frame['code']}: {frame.get('message')}")
         elif kind in ("ready", "joined"):
+            if kind == "joined":
+                self.positions[frame["connection_id"]] = (frame["seq"], frame["epoch"])
             self.control.put_nowait(kind)
 
+    def on_ws_disconnected(self, transport):
+        if self.opening:  # closed by the server before `ready`/`joined` (auth timeout, limits)
+            self.control.put_nowait("closed")
+
     @classmethod
-    async def open(cls, url, token, rooms, tally):
+    async def open(cls, url, token, rooms, tally, positions=None):
+        """Connect, authenticate and join `rooms` (resuming from `positions`, if given)."""
+        started = time.monotonic()
         transport, client = await ws_connect(lambda: cls(tally), url)
         client.transport = transport
+        connected = time.monotonic()
         client.send_frame({"type": "auth", "token": token})
-        assert await client.control.get() == "ready"
+        assert (answer := await client.control.get()) == "ready", answer
+        ready = time.monotonic()
         for room in rooms:
-            client.send_frame({"type": "join", "connection_id": room})
-            assert await client.control.get() == "joined"
+            join = {"type": "join", "connection_id": room}
+            if positions and room in positions:
+                join["since"], join["epoch"] = positions[room]
+            client.send_frame(join)
+            assert (answer := await client.control.get()) == "joined", answer
+        client.opening = False
+        # Milliseconds: WebSocket handshake, auth (to `ready`), joins (to the last `joined`).
+        client.timings = [
+            (connected - started) * 1e3,
+            (ready - connected) * 1e3,
+            (time.monotonic() - ready) * 1e3,
+        ]
         return client
+
+    def close(self):
+        self.transport.send_close()
+        self.transport.disconnect()
 
     def send_frame(self, frame):
         self.transport.send(WSMsgType.TEXT, json.dumps(frame).encode())
@@ -84,14 +112,15 @@ class Client(WSListener):
         )
 
 
-async def open_many(url, specs, tally):
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+async def open_many(url, specs, tally, concurrency=CONNECT_CONCURRENCY, positions=None):
+    gate = asyncio.Semaphore(concurrency)
 
-    async def one(token, rooms):
+    async def one(index, token, rooms):
         async with gate:
-            return await Client.open(url, token, rooms, tally)
+            resume = positions[index] if positions else None
+            return await Client.open(url, token, rooms, tally, resume)
 
-    return await asyncio.gather(*(one(token, rooms) for token, rooms in specs))
+    return await asyncio.gather(*(one(i, token, rooms) for i, (token, rooms) in enumerate(specs)))
 
 
 async def wait_for(tally, expected, timeout):
@@ -125,18 +154,22 @@ async def lecture(cfg):
             await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             await sender.send(room, seq)
             seq += 1
-        expected = count * len(listeners)
+        await wait_for_acks(sender, count)
+        # Past capacity the server refuses sends (`overloaded`): never accepted, so
+        # never delivered; every accepted one must arrive.
+        refused = sender.errors.count("overloaded")
+        expected = (count - refused) * len(listeners)
         await wait_for(tally, expected, timeout=10)
         elapsed = max(tally.last_receive - start, 1e-9)
-        await wait_for_acks(sender, count)
         emit(
             scenario="lecture-step",
             rate=rate,
             sent=count,
+            refused=refused,
             expected=expected,
             delivered=tally.received,
             lost=expected - tally.received,
-            rejected=len(sender.errors),
+            rejected=len(sender.errors) - refused,
             error_codes=sorted(set(sender.errors)),
             acked=sender.acks,
             deliveries_per_s=round(tally.received / elapsed),
@@ -173,16 +206,19 @@ async def tutoring(cfg):
 
     await asyncio.gather(*(talk(i, c) for i, c in enumerate(clients)))
     sent = len(clients) * seconds
-    expected = sent * 2
+    await asyncio.sleep(1)  # refusals come back at once; acks wait for SQS
+    refused = sum(c.errors.count("overloaded") for c in clients)  # never accepted
+    expected = (sent - refused) * 2
     await wait_for(tally, expected, timeout=10)
     elapsed = max(tally.last_receive - start, 1e-9)
-    errors = sum(len(c.errors) for c in clients)
+    errors = sum(len(c.errors) for c in clients) - refused
     codes = sorted({code for c in clients for code in c.errors})
     emit(
         scenario="tutoring",
         rooms=len(cfg["rooms"]),
         clients=len(clients),
         sent=sent,
+        refused=refused,
         expected=expected,
         delivered=tally.received,
         lost=expected - tally.received,
@@ -191,7 +227,68 @@ async def tutoring(cfg):
         deliveries_per_s=round(tally.received / elapsed),
         p50_ms=percentile(tally.latencies, 0.5),
         p99_ms=percentile(tally.latencies, 0.99),
+        max_ms=percentile(tally.latencies, 1.0),
     )
+
+
+async def reconnect(cfg):
+    """A drain's reconnect storm: every client connects (auth + join) at once, then
+    reconnects resuming with `since`, while pairs in other rooms keep chatting."""
+    live_tally, storm_tally = Tally(), Tally()
+    live_specs = [(token, [room]) for room in cfg["live_rooms"] for token in cfg["pair_tokens"]]
+    live = await open_many(cfg["url"], live_specs, live_tally)
+    talking = asyncio.Event()
+
+    async def talk(index, client):
+        room = live_specs[index][1][0]
+        n = 0
+        await asyncio.sleep(index / len(live))  # spread the phases over one second
+        while not talking.is_set():
+            await client.send(room, index * 1_000_000 + n)
+            n += 1
+            await asyncio.sleep(1)
+
+    talkers = [asyncio.create_task(talk(i, c)) for i, c in enumerate(live)]
+    await asyncio.sleep(2)  # warm-up: live traffic flowing, not measured
+    specs = [(token, [room]) for room in cfg["rooms"] for token in cfg["tokens"]]
+    positions = None
+    for phase in ("first", "resume"):
+        live_tally.reset()
+        start = time.monotonic()
+        try:
+            clients = await open_many(cfg["url"], specs, storm_tally, cfg["concurrency"], positions)
+            failed = None
+        except AssertionError as exc:
+            clients, failed = [], str(exc)[:200]
+        elapsed = time.monotonic() - start
+        emit(
+            scenario="reconnect",
+            phase=phase,
+            connections=len(specs),
+            rooms=len(cfg["rooms"]),
+            concurrency=cfg["concurrency"],
+            failed=failed,
+            seconds=round(elapsed, 2),
+            connections_per_s=round(len(specs) / elapsed) if not failed else None,
+            live_deliveries=live_tally.received,
+            live_p50_ms=percentile(live_tally.latencies, 0.5),
+            live_p99_ms=percentile(live_tally.latencies, 0.99),
+            live_max_ms=percentile(live_tally.latencies, 1.0),
+            **{
+                f"{stage}_p50_p99_ms": [
+                    percentile([c.timings[n] for c in clients], q) for q in (0.5, 0.99)
+                ]
+                for n, stage in enumerate(("handshake", "auth", "join"))
+            },
+        )
+        if failed:
+            break
+        positions = [client.positions for client in clients]
+        for client in clients:
+            client.close()
+        await asyncio.sleep(2)  # the server sees every socket go (presence, feeds)
+    talking.set()
+    await asyncio.gather(*talkers)
 
 
 async def idle(cfg):
@@ -202,7 +299,7 @@ async def idle(cfg):
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # hold until told
 
 
-SCENARIOS = {"lecture": lecture, "tutoring": tutoring, "idle": idle}
+SCENARIOS = {"lecture": lecture, "tutoring": tutoring, "idle": idle, "reconnect": reconnect}
 
 if __name__ == "__main__":
     config = json.loads(open(sys.argv[1]).read())

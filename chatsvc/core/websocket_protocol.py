@@ -22,6 +22,7 @@ import math
 import struct
 import time
 
+import autobahn.websocket.protocol as autobahn_protocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from twisted.internet.abstract import FileDescriptor
@@ -200,7 +201,14 @@ def _member_of(protocol) -> dict:
     return {}
 
 
+def _unformatted(value) -> str:
+    return "(not formatted: chatsvc.core.websocket_protocol)"
+
+
 def install() -> None:
+    # Autobahn pretty-prints its whole configuration for a debug line on every new
+    # connection, logged or not: 3 % of a reconnect storm's CPU (bench/fanout.py).
+    autobahn_protocol.pformat = _unformatted
     limit = settings.CHAT_SLOW_READER_BYTES
     ChatWebSocketProtocol.slow_reader_bytes = limit if limit > 0 else math.inf
     WebSocketFactory.protocol = ChatWebSocketProtocol

@@ -27,12 +27,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from chatsvc.aws import clients, provision
+from chatsvc.core import workers
 from chatsvc.demo.setup import ensure_demo
 
 QUEUE_NAME = "chatsvc-local"
 STOP_TIMEOUT_SECONDS = 15
 READY_TIMEOUT_SECONDS = 60
-LISTEN_BACKLOG = 128
 
 
 def free_port() -> int:
@@ -43,14 +43,9 @@ def free_port() -> int:
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening IPv4 socket on host:port, or a CommandError that says what to do."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        # As Twisted does: a port in TIME_WAIT is free; one with a listener is not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
+        return workers.listen(host, port)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             other = 8100 if port != 8100 else 8200
             raise CommandError(
@@ -59,7 +54,6 @@ def listen(host: str, port: int) -> socket.socket:
                 f"(or manage.py run_local --port {other})."
             ) from exc
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
 
 
 def local_url(host: str, port: int) -> str:

@@ -83,7 +83,9 @@ class Command(BaseCommand):
                 super().listen_error(failure)
 
         if fd is None:
-            endpoint = f"tcp:port={port}:interface={host}"
+            # Twisted's default backlog (50) overflowed in a reconnect storm: dropped
+            # SYNs are retried by clients after 1 s, 3 s, ... (bench/fanout.py reconnect).
+            endpoint = f"tcp:port={port}:interface={host}:backlog={supervision.LISTEN_BACKLOG}"
         else:
             endpoint = f"fd:fileno={fd}"  # daphne's fd endpoint: an IPv4 socket
         server = DrainingServer(
