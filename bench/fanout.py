@@ -204,10 +204,12 @@ def run_lecture(bench: Bench, args) -> None:
         step = json.loads(line)
         step["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
         print(json.dumps(step), flush=True)
-        clean = step["lost"] == 0 and step["rejected"] == 0
+        # `not_stored` is the emulator accepting fewer SendMessageBatch calls than the
+        # web tier makes (the message was delivered; the sender resends it): fan-out
+        # is measured on. Refusals (`overloaded`) are the server bounding latency.
+        clean = step["lost"] == 0 and set(step["error_codes"]) <= {"not_stored", "overloaded"}
         if clean and step["refused"] == 0 and step["p99_ms"] < LECTURE_P99_TARGET_MS:
             best = step
-        # Refusals (`overloaded`) are the server keeping latency bounded: step on.
         if not clean or (step["p99_ms"] or 0) > LECTURE_GIVE_UP_P99_MS:
             process.terminate()
             break
