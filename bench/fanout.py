@@ -185,6 +185,17 @@ class Bench:
                     process.kill()
 
 
+def relay(process: subprocess.Popen, server: subprocess.Popen) -> None:
+    """Print the load generator's results with the server's peak RSS; then stop both."""
+    for line in process.stdout:
+        result = json.loads(line)
+        result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        print(json.dumps(result), flush=True)
+    process.wait()
+    server.send_signal(signal.SIGTERM)
+    server.wait(30)
+
+
 def run_lecture(bench: Bench, args) -> None:
     server = bench.start_server()
     _, token, new_room = bench.tenant()
@@ -230,14 +241,7 @@ def run_tutoring(bench: Bench, args) -> None:
         "pair_tokens": [token("student"), token("tutor")],
         "seconds": 5 if args.quick else 15,
     }
-    process = bench.loadgen(config)
-    for line in process.stdout:
-        result = json.loads(line)
-        result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
-        print(json.dumps(result), flush=True)
-    process.wait()
-    server.send_signal(signal.SIGTERM)
-    server.wait(30)
+    relay(bench.loadgen(config), server)
 
 
 def run_idle(bench: Bench, args) -> None:
@@ -290,14 +294,7 @@ def run_reconnect(bench: Bench, args) -> None:
         "pair_tokens": [token("student"), token("tutor")],
         "concurrency": 500,
     }
-    process = bench.loadgen(config)
-    for line in process.stdout:
-        result = json.loads(line)
-        result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
-        print(json.dumps(result), flush=True)
-    process.wait()
-    server.send_signal(signal.SIGTERM)
-    server.wait(30)
+    relay(bench.loadgen(config), server)
 
 
 SCENARIOS = {

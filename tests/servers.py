@@ -15,6 +15,18 @@ from tests.conftest import free_port
 NOT_EMBEDDED = ("REDIS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL", "CHAT_QUEUE_URL")
 
 
+def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """A `manage.py` command run to its end (one that should refuse to start)."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class ServerProcess:
     """A `manage.py` command serving HTTP in a child process, stopped with a signal."""
 

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from chatsvc.settings import BASE_DIR
-from tests.servers import NOT_EMBEDDED, ServerProcess
+from tests.servers import NOT_EMBEDDED, ServerProcess, manage
 
 pytestmark = pytest.mark.e2e
 
@@ -58,14 +58,8 @@ def test_run_local_on_a_held_port_fails_loudly(tmp_path, interface):
 def test_serve_on_a_held_port_exits_non_zero(tmp_path):
     with held_port("127.0.0.1") as holder:
         port = holder.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=BASE_DIR,
-            env=embedded_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        args = ("serve", "--host", "127.0.0.1", "--port", str(port))
+        done = manage(*args, env=embedded_env(tmp_path))
     assert done.returncode != 0
     assert "Address already in use" in done.stderr
     assert "--port" in done.stderr

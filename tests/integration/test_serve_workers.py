@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from chatsvc.core.workers import available_cpus
-from chatsvc.settings import BASE_DIR
 from tests import factories
 from tests.conftest import free_port
 from tests.realtime.multiprocess import Peer
-from tests.servers import NOT_EMBEDDED, ServerProcess, server_env
+from tests.servers import NOT_EMBEDDED, ServerProcess, manage, server_env
 
 pytestmark = pytest.mark.integration
 with_database = pytest.mark.django_db(transaction=True)
@@ -256,14 +253,7 @@ async def test_workers_stop_when_their_supervisor_is_killed(start_workers):
     "args, env", [(["--workers", "2"], {}), ([], {"CHAT_WEB_WORKERS": "2"})], ids=["flag", "env"]
 )
 def test_several_workers_without_redis_are_refused(tmp_path, args, env):
-    done = subprocess.run(
-        [sys.executable, "manage.py", "serve", "--port", str(free_port()), *args],
-        cwd=BASE_DIR,
-        env={**embedded_env(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = manage("serve", "--port", str(free_port()), *args, env={**embedded_env(tmp_path), **env})
     assert done.returncode != 0
     assert "2 web workers need Redis (REDIS_URL)" in done.stderr
     assert "--workers 1" in done.stderr
