@@ -495,6 +495,18 @@ def test_send_errors_are_retried_or_dropped_by_code(page):
     assert errors == [["not_stored", True], ["body_too_long", False]]
 
 
+def test_an_overloaded_send_is_resent_no_sooner_than_the_server_asks(page):
+    connect(page, joined={})
+    history(page, [])
+    retried = page.evaluate("client.send(ROOM, 'later').clientId")
+    error = "{type: 'error', code: 'overloaded', message: 'busy', retry_after_ms: 1500, ref: '%s'}"
+    deliver(page, error % retried)
+    page.wait_for_timeout(1000)  # its own backoff alone would have resent by now (≤ 0.6 s)
+    assert len(page.evaluate("frames('send')")) == 1
+    page.wait_for_function("frames('send').length === 2", timeout=5000)
+    assert page.evaluate("frames('send').at(-1).client_id") == retried
+
+
 def test_close_codes_4401_refreshes_the_token_and_4403_stops(page):
     connect(page, joined={}, options="{getToken: async () => 't2'}")
     page.evaluate("last().drop(4401)")

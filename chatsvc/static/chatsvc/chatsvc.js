@@ -1050,7 +1050,9 @@ export class ChatClient {
       if (RETRY_SEND.has(code)) {
         willRetry = true;
         entry.tries += 1;
-        const delay = Math.random() * Math.min(10000, 250 * 2 ** entry.tries);
+        const backoff = Math.random() * Math.min(10000, 250 * 2 ** entry.tries);
+        // An overloaded server says when to come back (already jittered): not sooner.
+        const delay = Math.max(backoff, frame.retry_after_ms ?? 0);
         entry.timer = setTimeout(() => this.#transmit(entry), 100 + delay);
       } else if (code === "not_joined") {
         willRetry = true; // resent when the room is joined again
