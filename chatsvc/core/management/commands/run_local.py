@@ -131,7 +131,9 @@ class Command(BaseCommand):
         # closed right after), so nothing can take the port in between.
         fd = web_socket.fileno()
         command = [sys.executable, "manage.py", "serve", "--host", host, "--port", str(port)]
-        return self._spawn([*command, "--fd", str(fd)], env, pass_fds=(fd,))
+        # One web process: local mode's room streams and channel layer live in it.
+        command += ["--fd", str(fd), "--workers", "1"]
+        return self._spawn(command, env, pass_fds=(fd,))
 
     def _spawn_worker(self, env) -> subprocess.Popen:
         # A short long-poll: Ctrl-C should not wait 20 s for an idle receive.
