@@ -51,11 +51,24 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise TimeoutError(url)
 
 
+def _processes(pid: int) -> list[int]:
+    """The server: with workers, the supervisor and them."""
+    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the server has used so far."""
+    ticks = 0
+    for process in _processes(pid):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> dict:
     """VmRSS and VmHWM of the server: with workers, the sum over the supervisor and them."""
     fields = {"VmRSS": 0, "VmHWM": 0}
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for process in (pid, *map(int, children)):
+    for process in _processes(pid):
         for line in Path(f"/proc/{process}/status").read_text().splitlines():
             name, _, value = line.partition(":")
             if name in fields:
@@ -186,10 +199,16 @@ class Bench:
 
 
 def relay(process: subprocess.Popen, server: subprocess.Popen) -> None:
-    """Print the load generator's results with the server's peak RSS; then stop both."""
+    """Print the load generator's results with the server's peak RSS and the CPU it
+    used since the previous result (busy: that CPU over the wall time); then stop both."""
+    cpu, wall = cpu_seconds(server.pid), time.monotonic()
     for line in process.stdout:
         result = json.loads(line)
         result["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        now_cpu, now_wall = cpu_seconds(server.pid), time.monotonic()
+        result["server_cpu_s"] = round(now_cpu - cpu, 2)
+        result["server_busy"] = round((now_cpu - cpu) / (now_wall - wall), 2)
+        cpu, wall = now_cpu, now_wall
         print(json.dumps(result), flush=True)
     process.wait()
     server.send_signal(signal.SIGTERM)

@@ -54,6 +54,16 @@ def init_room(connection_id: str) -> None:
         memory_stream.init_room(connection_id)
 
 
+def publish_room_event(connection_id: str, payload: str) -> None:
+    """Publish an event to the room's subscribers in every process (synchronous callers).
+
+    Raises StreamUnavailable when Redis cannot be reached."""
+    if settings.REDIS_URL:
+        redis_stream.publish_event_blocking(settings.REDIS_URL, connection_id, payload)
+    else:
+        memory_stream.publish_event(connection_id, payload)
+
+
 async def shutdown(*, grace_seconds: float | None = None) -> None:
     """Flush pending queue batches of this loop (graceful shutdown)."""
     if (current := _producers.pop()) is not None:

@@ -384,7 +384,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.on_member_muted(connection_id, self.user.id, muted)
         entered = None
         try:
-            await hub().join(events.room_group(connection_id), self)
+            await hub().open_room(self, connection_id)  # room events reach us from here
             entered = await presence.enter(self, connection_id)
             extra = entered.members.fields()
             await hub().join_room(self, connection_id, since=since, epoch=epoch, extra=extra)
@@ -640,7 +640,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.rooms.discard(connection_id)
         self.muted.pop(connection_id, None)
         await hub().leave_room(self, connection_id)
-        await hub().leave(events.room_group(connection_id), self)
         last = await presence.leave(self, connection_id)  # the user's last socket in the room
         if notify_self:
             await self._send({"type": "left", "connection_id": connection_id})

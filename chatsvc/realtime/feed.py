@@ -28,8 +28,8 @@ class RoomFeed:
         self.connection_id = connection_id
         self.epoch: str | None = None
         self.seq: int | None = None  # None until the first sync
-        self.members: set = set()
-        self.joining = 0  # joins in progress hold the feed open
+        self.members: set = set()  # live: they get every frame from here on
+        self.listeners: set = set()  # they hear room events: members and sockets joining
         self.waiting: dict[int, str] = {}  # seq -> frame, not yet deliverable
         self.lock = asyncio.Lock()
         self.synced = asyncio.Event()
@@ -38,7 +38,7 @@ class RoomFeed:
 
     @property
     def idle(self) -> bool:
-        return not self.members and not self.joining
+        return not self.listeners
 
     async def offer(self, seq: int, frame: str) -> None:
         """A frame from the subscription."""
@@ -154,3 +154,4 @@ class RoomFeed:
 
     def remove(self, member) -> None:
         self.members.discard(member)
+        self.listeners.discard(member)

@@ -1,10 +1,10 @@
 """RoomHub: the sockets of one process, by room and by tenant.
 
-Two inputs feed it. Room messages come from the room stream
-(chatsvc.streams): one subscription per room per process, whatever its
-number of local members, delivered by a RoomFeed in seq order with gaps
-repaired. Everything else (typing, presence, a room closed, a member
-removed or muted, a tenant disabled, a key or a user revoked) comes from one
+Room messages and room events come from the room stream (chatsvc.streams):
+one subscription per room per process, whatever its number of local members.
+Messages are delivered by a RoomFeed in seq order with gaps repaired; events
+(typing, presence, a room closed, a member removed or muted) at most once.
+Tenant events (a tenant disabled, a key or a user revoked) come from one
 channel-layer channel, at most once.
 Either way an event is received once per process and its pre-encoded frame
 written to each local member: a room message costs one socket write per member.
@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.messaging import runtime
-from chatsvc.realtime import directory
+from chatsvc.realtime import directory, events
 from chatsvc.realtime.feed import RoomFeed
 from chatsvc.streams import StreamUnavailable
 
@@ -34,35 +34,37 @@ class RoomHub:
         self.stream = stream
         stream.listen(self)
         self.feeds: dict[str, RoomFeed] = {}
-        self.members: dict[str, set] = defaultdict(set)
+        self.members: dict[str, set] = defaultdict(set)  # channel-layer group -> sockets
         self.channel: str | None = None
         self.reader: asyncio.Task | None = None
         self._setup = asyncio.Lock()
 
     # --- room streams ----------------------------------------------------------------
 
-    async def join_room(
-        self, member, connection_id: str, *, since=None, epoch=None, extra: dict | None = None
-    ) -> dict:
-        """Make `member` live in the room after replaying what it missed; returns `joined`
-        (with the `extra` fields: the room's members).
+    async def open_room(self, member, connection_id: str) -> None:
+        """Let `member` hear the room's events from now on (join_room makes it live).
 
-        Raises StreamUnavailable when the room's stream cannot be reached.
+        Returns once the room's subscription is in place, so nothing published
+        after this is missed. Raises StreamUnavailable when the room's stream
+        cannot be reached; leave_room undoes it either way.
         """
         feed = self.feeds.get(connection_id)
         if feed is None:
             feed = self.feeds[connection_id] = RoomFeed(self.stream, connection_id)
             await self.stream.subscribe(connection_id)
-        feed.joining += 1
+        feed.listeners.add(member)
         try:
             async with asyncio.timeout(SYNC_TIMEOUT_SECONDS):
                 await feed.synced.wait()
-            return await feed.add(member, since=since, epoch=epoch, extra=extra)
         except TimeoutError:
             raise StreamUnavailable("the room's stream did not answer in time") from None
-        finally:
-            feed.joining -= 1
-            await self._close_if_idle(feed)
+
+    async def join_room(
+        self, member, connection_id: str, *, since=None, epoch=None, extra: dict | None = None
+    ) -> dict:
+        """Make `member` (opened: open_room) live in the room after replaying what it
+        missed; returns `joined` (with the `extra` fields: the room's members)."""
+        return await self.feeds[connection_id].add(member, since=since, epoch=epoch, extra=extra)
 
     async def leave_room(self, member, connection_id: str) -> None:
         if (feed := self.feeds.get(connection_id)) is not None:
@@ -77,6 +79,19 @@ class RoomHub:
     async def on_frame(self, connection_id: str, seq: int, frame: str) -> None:
         if (feed := self.feeds.get(connection_id)) is not None:
             await feed.offer(seq, frame)
+
+    async def on_event(self, connection_id: str, payload: str) -> None:
+        event = events.unpack(payload)
+        if event["type"] in events.ROOM_CHANGES:
+            # The room's row changed. The directory's own `changed` comes on another
+            # channel and may come later: a rejoin must not find the old entry.
+            directory.directory().forget("room", connection_id)
+        if (feed := self.feeds.get(connection_id)) is None or not feed.listeners:
+            return
+        try:
+            await self._hand(feed.listeners, event)
+        except Exception:  # one event's failure must not cost the room's subscription
+            logger.exception("room event delivery failed", extra={"connection_id": connection_id})
 
     def on_subscribed(self, connection_id: str) -> None:
         if (feed := self.feeds.get(connection_id)) is not None:
@@ -123,10 +138,11 @@ class RoomHub:
     async def _deliver(self, event: dict) -> None:
         if event["type"] == "directory.changed":
             directory.directory().forget(event["kind"], event["id"])
-            return
-        members = self.members.get(event["group"])
-        if not members:
-            return
+        elif members := self.members.get(event["group"]):
+            await self._hand(members, event)
+
+    @staticmethod
+    async def _hand(members: set, event: dict) -> None:
         kind = event["type"]
         if kind == "chat.frame":
             text, exclude = event["text"], event.get("exclude")

@@ -72,10 +72,7 @@ async def moderate(
             return await resent(producer, stream, actor, connection_id, key, first)
         until = await _record(actor, connection_id, action, user_id, seconds, reason)
         if action == "kick":
-            await events.publish(
-                events.room_group(connection_id),
-                {"type": "member.removed", "connection_id": connection_id, "user_id": user_id},
-            )
+            await events.remove_member(connection_id, user_id)
         now = datetime.now(UTC)
         frame = {
             "action": PAST[action],

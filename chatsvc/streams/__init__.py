@@ -4,7 +4,9 @@ Every message posted to a room gets the room's next `seq` (dense within an
 `epoch`), goes into a bounded replay log and is published to the room's
 subscribers, in one atomic step. Readers ask for the `tail` after a seq they
 have (resume, gap repair) or for `recent` entries (history not yet in
-DynamoDB). Redis-backed when REDIS_URL is set (shared by every web process),
+DynamoDB). A room's subscribers also hear its unsequenced events (typing,
+presence, moderation: `publish_event`), at most once, on the same
+subscription. Redis-backed when REDIS_URL is set (shared by every web process),
 in-process otherwise. docs/architecture.md explains the design and what
 happens when Redis fails.
 """
@@ -146,6 +148,9 @@ class Window:
 class Listener(Protocol):
     async def on_frame(self, connection_id: str, seq: int, frame: str) -> None:
         """A message arrived on a subscribed room (in seq order, unless one was lost)."""
+
+    async def on_event(self, connection_id: str, payload: str) -> None:
+        """An event published to a subscribed room (publish_event): unsequenced, at most once."""
 
     def on_subscribed(self, connection_id: str) -> None:
         """The subscription is (again) in place: anything published before may be missing."""

@@ -6,7 +6,9 @@ message starts a new epoch above every earlier seq.
 
 import asyncio
 import json
+import logging
 import time
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -29,6 +31,8 @@ from chatsvc.streams import (
     unread_of,
 )
 
+logger = logging.getLogger(__name__)
+
 MESSAGE_PREFIX = '{"type":"message",'
 
 
@@ -47,6 +51,9 @@ _sent: OrderedDict[tuple[str, str], tuple[float, dict]] = OrderedDict()
 _records: dict[tuple[str, str], dict[str, str]] = {}  # (connection_id, message_id) -> record
 _readers: dict[tuple[str, str], set[str]] = {}  # (tenant_id, user_id) -> rooms read
 MAX_SENT = 200_000
+# Every stream of the process (one per event loop) hears every room's events,
+# as every process does on Redis.
+_streams: weakref.WeakSet = weakref.WeakSet()
 
 
 def _now_ms() -> int:
@@ -67,11 +74,20 @@ def init_room(connection_id: str) -> None:
     _room(connection_id, floor=0)
 
 
+def publish_event(connection_id: str, payload: str) -> None:
+    """Hand an event to every stream subscribed to the room (from any thread)."""
+    for stream in list(_streams):
+        stream.offer_event(connection_id, payload)
+
+
 class MemoryRoomStream:
     def __init__(self, *, window: Window):
         self.window = window
         self.listener: Listener | None = None
         self.rooms: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: asyncio.Queue | None = None  # (connection_id, payload), in order
+        self._reader: asyncio.Task | None = None
 
     async def append(
         self, *, connection_id: str, sent_key: str, message_id: str, head: str, tail: str
@@ -266,14 +282,42 @@ class MemoryRoomStream:
 
     async def subscribe(self, connection_id: str) -> None:
         self.rooms.add(connection_id)
+        if self._reader is None:
+            self._loop, self._events = asyncio.get_running_loop(), asyncio.Queue()
+            self._reader = asyncio.create_task(self._read_events(), name="room-events")
+            _streams.add(self)
         if self.listener is not None:
             asyncio.get_running_loop().call_soon(self.listener.on_subscribed, connection_id)
 
     async def unsubscribe(self, connection_id: str) -> None:
         self.rooms.discard(connection_id)
 
+    async def publish_event(self, connection_id: str, payload: str) -> None:
+        publish_event(connection_id, payload)
+
+    def offer_event(self, connection_id: str, payload: str) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, (connection_id, payload))
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    async def _read_events(self) -> None:
+        while True:
+            connection_id, payload = await self._events.get()
+            if self.listener is not None and connection_id in self.rooms:
+                try:
+                    await self.listener.on_event(connection_id, payload)
+                except Exception:
+                    logger.exception("room event delivery failed")
+
     async def close(self) -> None:
         self.rooms.clear()
+        _streams.discard(self)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
     def _trim(self, log: deque, now: int) -> None:
         window = self.window

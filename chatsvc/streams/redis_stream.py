@@ -7,7 +7,8 @@ Keys per room, hash-tagged so a room's keys share a cluster slot:
   chatsvc:{<cid>}:m:<id>      hash: one message's record (edits, deletion, reactions)
   chatsvc:{<cid>}:reads       hash {user id: "epoch|seq|count"}: read positions
   chatsvc:reader:<tenant>:<user>  set of the connection_ids the user has read
-and the channel chatsvc:room:<cid>, carrying "<seq>|<frame>".
+and the channel chatsvc:room:<cid>, carrying "<seq>|<frame>" for a message and
+"*<payload>" for an unsequenced event.
 """
 
 import asyncio
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 SCRIPTS = Path(__file__).with_name("scripts")
 CHANNEL_PREFIX = "chatsvc:room:"
+EVENT_MARK = "*"  # an event's payload follows; a message starts with its seq
 STATE_TTL_SECONDS = 7 * 86400  # an idle room's seq state; a lost one starts a new epoch
 # A message record outlives the replay log; once gone it is seeded again from
 # DynamoDB, which has every change persisted by then.
@@ -65,15 +67,27 @@ def _script(client: aioredis.Redis, name: str):
 
 
 @cache
+def _blocking_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+@cache
 def _blocking_init(url: str):
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    return client.register_script(_source("init"))
+    return _blocking_client(url).register_script(_source("init"))
 
 
 def init_room_blocking(url: str, connection_id: str) -> None:
     """Start a new room's sequence at 0 (for synchronous callers: room creation)."""
     try:
         _blocking_init(url)(keys=_keys(connection_id), args=[new_epoch(), STATE_TTL_SECONDS])
+    except OUTAGES as exc:
+        raise StreamUnavailable(str(exc)) from exc
+
+
+def publish_event_blocking(url: str, connection_id: str, payload: str) -> None:
+    """Publish an event to the room's subscribers (for synchronous callers)."""
+    try:
+        _blocking_client(url).publish(CHANNEL_PREFIX + connection_id, EVENT_MARK + payload)
     except OUTAGES as exc:
         raise StreamUnavailable(str(exc)) from exc
 
@@ -336,6 +350,12 @@ class RedisRoomStream:
         reply = await self._call(self._recent, keys=[log], args=[before or "", limit])
         return [parse_entry(raw.decode()) for raw in reply]
 
+    async def publish_event(self, connection_id: str, payload: str) -> None:
+        try:
+            await self.redis.publish(CHANNEL_PREFIX + connection_id, EVENT_MARK + payload)
+        except OUTAGES as exc:
+            raise StreamUnavailable(str(exc)) from exc
+
     async def _call(self, script, *, keys, args):
         try:
             return await script(keys=keys, args=args)
@@ -431,7 +451,11 @@ class RedisRoomStream:
         if kind == "subscribe":
             self.listener.on_subscribed(connection_id)
             return
-        seq, frame = message["data"].decode().split("|", 1)
+        data = message["data"].decode()
+        if data.startswith(EVENT_MARK):
+            await self.listener.on_event(connection_id, data[1:])
+            return
+        seq, frame = data.split("|", 1)
         await self.listener.on_frame(connection_id, int(seq), frame)
 
     async def close(self) -> None:

@@ -34,8 +34,8 @@ async def test_the_hub_reader_stops_when_a_delivery_swallows_its_cancellation():
     window = Window(keep_messages=10, keep_seconds=60, max_messages=10, sent_ttl_seconds=60)
     hub = RoomHub(layer, MemoryRoomStream(window=window))
     member = SlowWriter()
-    await hub.join("room.x", member)
-    await layer.group_send("room.x", {"type": "chat.frame", "group": "room.x", "text": "hi"})
+    await hub.join("tenant.x", member)
+    await layer.group_send("tenant.x", {"type": "chat.frame", "group": "tenant.x", "text": "hi"})
     while not member.sent:
         await asyncio.sleep(0.01)
 
