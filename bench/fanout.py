@@ -230,9 +230,14 @@ def run_lecture(bench: Bench, args) -> None:
     }
     best = None
     process = bench.loadgen(config)
+    cpu = cpu_seconds(server.pid)
     for line in process.stdout:
         step = json.loads(line)
         step["server_peak_rss_kib"] = rss_kib(server.pid)["VmHWM"]
+        # Server CPU per delivery: the step's CPU (since the last step) over its deliveries.
+        used = cpu_seconds(server.pid) - cpu
+        cpu += used
+        step["server_us_per_delivery"] = round(used * 1e6 / max(step["delivered"], 1), 1)
         print(json.dumps(step), flush=True)
         # `not_stored` is the emulator accepting fewer SendMessageBatch calls than the
         # web tier makes (the message was delivered; the sender resends it): fan-out

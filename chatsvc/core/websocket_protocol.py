@@ -15,6 +15,11 @@
    gets no more frames; it resumes with `join {since, epoch}` (docs/protocol.md).
 5. Intake lag: how long incoming frames wait for the application, told to the
    overload monitor (chatsvc.realtime.overload).
+6. Writes: Twisted's `write` only buffers; the socket is registered for
+   writing, written on a later reactor turn and unregistered again, for every
+   frame: a third of a delivery's cost (measured: docs/performance.md). A frame
+   with nothing queued before it goes to the socket at once (`write_now`), and
+   the hub writes through `direct_writer`, past daphne's per-message coroutine.
 """
 
 import logging
@@ -69,6 +74,34 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def write_now(transport, data: bytes) -> None:
+    """Send `data` to the socket at once if nothing is queued before it; Twisted
+    queues what the kernel does not take (and notices a lost connection)."""
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        sent = transport.writeSomeData(data)
+        if sent == len(data):
+            return
+        if isinstance(sent, int):
+            data = data[sent:]
+    transport.write(data)
+
+
+def _buffered_write(transport, data: bytes) -> None:
+    transport.write(data)
+
+
+def direct_writer(send):
+    """Write text frames straight to the socket behind `send` when `send` is daphne's
+    reply callable for one of our protocols (the server runs `install`); else None."""
+    protocol = (getattr(send, "args", None) or (None,))[0]
+    return protocol.serverSend if isinstance(protocol, ChatWebSocketProtocol) else None
+
+
 class _LastFrame:
     """One-entry cache: the frame of the text object sent last in this process."""
 
@@ -93,9 +126,12 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         self.failByDrop = False
         # (when, pending bytes) at the start of the current window over the limit
         self._behind: tuple[float, int] | None = None
-        # Only a socket transport's buffer can be read (TLS would wrap it).
+        # Only a plain socket transport's buffer can be read and written past
+        # (TLS wraps it).
         is_socket = isinstance(self.transport, FileDescriptor)
         self._pending = pending_bytes if is_socket else _nothing_pending
+        plain_socket = is_socket and getattr(self.transport, "TLS", True) is False
+        self._write = write_now if plain_socket else _buffered_write
         self._arrivals: list[float] = []  # of the frames the application has not taken yet
 
     def onMessage(self, payload, isBinary):
@@ -144,7 +180,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         )
         transport = self.transport
         if plain:
-            transport.write(_LastFrame.of(content))
+            self._write(transport, _LastFrame.of(content))
         elif self.state == self.STATE_CLOSING or self.state == self.STATE_CLOSED:
             # Autobahn raises on a closing socket, and the fan-out must go on to
             # the other members (a slow reader being cut off, a peer that left).

@@ -17,6 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsvc.attachments import services as attachments
+from chatsvc.core import websocket_protocol
 from chatsvc.core.per_loop import PerLoop
 from chatsvc.core.ulid import is_ulid, new_ulid
 from chatsvc.messaging import content
@@ -171,6 +172,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
     user: tokens.ChatUser | None = None
     counted_unauthenticated = False
+    write_text = None  # the socket's direct text write, on our server (send_text)
 
     async def dispatch(self, message):
         # Channels' dispatch closes stale DB connections in a worker thread before
@@ -198,6 +200,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         self.deadline = loop.call_later(settings.CHAT_AUTH_TIMEOUT_SECONDS, self._auth_timed_out)
         await self.accept()
+        self.write_text = websocket_protocol.direct_writer(self.base_send)
         waiting = connection_limits.unauthenticated
         if waiting[self.address] >= settings.CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS:
             # too many sockets of this address not signed in
@@ -509,7 +512,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- called by the RoomHub ---------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        if not self.closed:
+        """Write a text frame: once per member per delivery, so past daphne's
+        per-message coroutine when the server is ours (websocket_protocol)."""
+        if self.closed:
+            return
+        if self.write_text is not None:
+            self.write_text(text)
+        else:
             await self.base_send({"type": "websocket.send", "text": text})
 
     async def on_room_closed(self, connection_id: str) -> None:
