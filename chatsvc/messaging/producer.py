@@ -101,7 +101,9 @@ class SqsProducer:
             async with asyncio.timeout(grace_seconds):
                 while self._pending or self._in_flight:
                     self._flush()
-                    await asyncio.gather(*self._in_flight, return_exceptions=True)
+                    # wait, not gather: a timeout must not cancel the batches in
+                    # flight (SQS may take them yet), and the count below is theirs.
+                    await asyncio.wait(list(self._in_flight))
         except TimeoutError:
             logger.error(
                 "sqs producer closed with messages unsent",

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -136,3 +137,27 @@ async def test_a_refused_batch_fails_only_the_entry_sqs_refuses(aws):
         "NoneType",
     ]
     assert queued(aws) == ["a", "b", "c", "d", "first"]
+
+
+class SlowClient:
+    """The real SQS client, answering after `delay` seconds (a slow region, a busy emulator)."""
+
+    def __init__(self, delay):
+        self.real = clients.sqs()
+        self.delay = delay
+
+    def send_message_batch(self, *, QueueUrl, Entries):
+        time.sleep(self.delay)  # runs in the producer's worker thread
+        return self.real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+
+async def test_a_close_that_runs_out_of_grace_leaves_the_batch_in_flight_going(aws, caplog):
+    producer = SqsProducer(client=SlowClient(0.5), queue_url=aws.queue_url)
+    send = asyncio.ensure_future(producer.send("late"))
+    await asyncio.sleep(0)
+    await producer.close(grace_seconds=0.1)
+    unsent = "sqs producer closed with messages unsent"
+    [record] = [r for r in caplog.records if r.message == unsent]
+    assert record.in_flight == 1  # what was really unsent, not what was left after a cancel
+    await asyncio.wait_for(send, 5)  # the batch was not cancelled: SQS took it
+    assert queued(aws) == ["late"]
