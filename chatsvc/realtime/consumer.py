@@ -90,11 +90,7 @@ async def _joinable_room(user: tokens.ChatUser, connection_id: str):
     """(the room, when the user's mute there ends), or (None, None): no such room."""
     if not is_ulid(connection_id):
         return None, None
-    args = (user.tenant.id, connection_id, user.id)
-    try:
-        admission = directory.CACHED.admission(*args)
-    except directory.Missing:
-        admission = await database_sync_to_async(directory.LOADING.admission)(*args)
+    admission = await directory.admission(user.tenant.id, connection_id, user.id)
     if admission.room is None:
         return None, None
     if admission.removed:

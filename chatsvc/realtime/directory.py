@@ -23,11 +23,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from chatsvc.core.coalesce import Coalescer
+from chatsvc.core.per_loop import PerLoop
 from chatsvc.realtime import events
 from chatsvc.rooms import selectors
 from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
@@ -195,20 +199,66 @@ class Loading:
         return answer
 
     def admission(self, tenant_id: str, connection_id: str, user_id: str) -> Admission:
-        generation = _directory.generation
-        room = Room.objects.filter(connection_id=connection_id).first()
-        entry = None if room is None else _room_entry(room)
-        if _directory.generation == generation:
-            _directory.rooms.put(connection_id, entry)
+        entry = self.rooms([connection_id])[connection_id]
         if entry is TOO_MANY:
-            if room.tenant_id != tenant_id:
-                return Admission(None)
-            return Admission(
-                room,
-                removed=selectors.is_removed(connection_id=connection_id, user_id=user_id),
-                muted_until=selectors.muted_until(connection_id=connection_id, user_id=user_id),
-            )
+            return self.crowded_admission(tenant_id, connection_id, user_id)
         return _admission(entry, tenant_id, user_id)
+
+    def crowded_admission(self, tenant_id: str, connection_id: str, user_id: str) -> Admission:
+        """For a room with too many removals or mutes to keep: the user's own rows."""
+        room = Room.objects.filter(connection_id=connection_id, tenant_id=tenant_id).first()
+        if room is None:
+            return Admission(None)
+        return Admission(
+            room,
+            removed=selectors.is_removed(connection_id=connection_id, user_id=user_id),
+            muted_until=selectors.muted_until(connection_id=connection_id, user_id=user_id),
+        )
+
+    def rooms(self, connection_ids: list[str]) -> dict:
+        """The rooms' entries (None: no such room), in one set of queries for all."""
+        generation = _directory.generation
+        rooms = Room.objects.filter(connection_id__in=connection_ids)
+        entries = _room_entries(list(rooms))
+        found = {connection_id: entries.get(connection_id) for connection_id in connection_ids}
+        if _directory.generation == generation:
+            for connection_id, entry in found.items():
+                _directory.rooms.put(connection_id, entry)
+        return found
+
+
+def _room_entries(rooms: list[Room]) -> dict:
+    """connection_id -> RoomEntry (or TOO_MANY) of each room."""
+    if len(rooms) <= 1:
+        return {room.connection_id: _room_entry(room) for room in rooms}
+    by_id = {room.connection_id: room for room in rooms}
+    now = timezone.now()
+    removals = RoomRemoval.objects.filter(room_id__in=by_id).exclude(until__lte=now)
+    mutes = RoomMute.objects.filter(room_id__in=by_id, until__gt=now)
+    crowded = {
+        room_id
+        for listed in (removals, mutes)
+        for room_id in listed.values("room_id")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=MAX_LISTED)
+        .values_list("room_id", flat=True)
+    }
+    removed: dict[str, dict] = {room_id: {} for room_id in by_id}
+    for room_id, user_id, until in removals.exclude(room_id__in=crowded).values_list(
+        "room_id", "user_id", "until"
+    ):
+        removed[room_id][user_id] = until.timestamp() if until else None
+    muted: dict[str, dict] = {room_id: {} for room_id in by_id}
+    for room_id, user_id, until in mutes.exclude(room_id__in=crowded).values_list(
+        "room_id", "user_id", "until"
+    ):
+        muted[room_id][user_id] = until.timestamp()
+    return {
+        room_id: TOO_MANY
+        if room_id in crowded
+        else RoomEntry(room=room, removed_until=removed[room_id], muted_until=muted[room_id])
+        for room_id, room in by_id.items()
+    }
 
 
 def _room_entry(room: Room):
@@ -233,6 +283,23 @@ def _room_entry(room: Room):
 
 
 CACHED, LOADING = Cached(), Loading()
+
+# The joins that miss the cache at the same time share one set of queries.
+_room_fills = PerLoop(lambda: Coalescer(database_sync_to_async(LOADING.rooms)))
+
+
+async def admission(tenant_id: str, connection_id: str, user_id: str) -> Admission:
+    """Whether the user may join the room: from the cache, else from the database
+    together with the other rooms being looked up (core/coalesce.py)."""
+    try:
+        return CACHED.admission(tenant_id, connection_id, user_id)
+    except Missing:
+        pass
+    entry = await _room_fills.get().get(connection_id)
+    if entry is TOO_MANY:
+        crowded = database_sync_to_async(LOADING.crowded_admission)
+        return await crowded(tenant_id, connection_id, user_id)
+    return _admission(entry, tenant_id, user_id)
 
 
 # --- changes: forget here at once, everywhere once committed ------------------------------

@@ -161,3 +161,58 @@ async def test_a_change_that_bypasses_signals_lasts_only_the_cache_lifetime(star
     started = time.monotonic()
     assert await refused_close(server, token) == tokens.CLOSE_BAD_TOKEN
     assert time.monotonic() - started < 5
+
+
+def test_rooms_missing_the_cache_together_cost_one_set_of_queries(
+    world, settings, monkeypatch, django_assert_num_queries
+):
+    monkeypatch.setattr(directory, "MAX_LISTED", 2)
+    rooms = [factories.room_for(world.acme) for _ in range(6)]
+    quiet, banned, muted, crowded = (room.connection_id for room in rooms[:4])
+    later = timezone.now() + timezone.timedelta(hours=1)
+    RoomRemoval.objects.create(room_id=banned, user_id="ada", until=None)
+    over = timezone.now() - timezone.timedelta(hours=1)
+    RoomRemoval.objects.create(room_id=banned, user_id="bob", until=over)
+    RoomMute.objects.create(room_id=muted, user_id="ada", until=later)
+    for user in ("u1", "u2", "u3"):
+        RoomMute.objects.create(room_id=crowded, user_id=user, until=later)
+    missing = "01" + "Z" * 24
+    wanted = [room.connection_id for room in rooms] + [missing]
+
+    with django_assert_num_queries(5):  # rooms; removals and mutes: counts, then rows
+        found = directory.LOADING.rooms(wanted)
+
+    assert found[missing] is None and found[crowded] is directory.TOO_MANY
+    assert found[quiet].removed_until == {} and found[quiet].muted_until == {}
+    assert found[banned].removed_until == {"ada": None}  # bob's removal is over
+    assert found[muted].muted_until == {"ada": later.timestamp()}
+    with django_assert_num_queries(0):  # cached, each
+        assert directory.CACHED.admission(world.acme.tenant.id, banned, "ada").removed
+        assert directory.CACHED.admission(world.acme.tenant.id, muted, "ada").muted_until
+        with pytest.raises(directory.Missing):  # too many to keep: asks the database
+            directory.CACHED.admission(world.acme.tenant.id, crowded, "u1")
+    crowded_admission = directory.LOADING.admission(world.acme.tenant.id, crowded, "u1")
+    assert crowded_admission.muted_until == later.timestamp()
+    assert directory.LOADING.admission(world.other.tenant.id, quiet, "ada").room is None
+
+
+async def test_joins_that_miss_the_cache_at_once_are_looked_up_together(world):
+    rooms = [await async_db(factories.room_for)(world.acme) for _ in range(5)]
+    tenant = world.acme.tenant.id
+    fetched = []
+    load = directory.LOADING.rooms
+
+    def counting(connection_ids):
+        fetched.append(len(connection_ids))
+        return load(connection_ids)
+
+    directory.LOADING.rooms = counting
+    directory._room_fills.pop()  # this loop's coalescer, made anew with the counting fill
+    try:
+        admissions = await asyncio.gather(
+            *(directory.admission(tenant, room.connection_id, "ada") for room in rooms)
+        )
+    finally:
+        del directory.LOADING.rooms
+    assert [a.room.connection_id for a in admissions] == [r.connection_id for r in rooms]
+    assert fetched == [5]
