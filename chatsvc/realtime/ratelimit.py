@@ -14,6 +14,8 @@ from django.conf import settings
 
 
 class TokenBucket:
+    __slots__ = ("burst", "clock", "rate", "tokens", "updated")  # two per socket
+
     def __init__(self, *, rate: float, burst: float, clock=time.monotonic):
         self.rate = rate
         self.burst = burst
@@ -33,6 +35,8 @@ class TokenBucket:
 
 class Strikes:
     """Counts rejections in a sliding window; too many means a flood."""
+
+    __slots__ = ("clock", "limit", "times", "window")
 
     def __init__(self, *, limit: int, window_seconds: float, clock=time.monotonic):
         self.limit = limit

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 class ReadPositions:
+    __slots__ = ("consumer", "pending", "timer")  # one per socket
+
     def __init__(self, consumer):
         self.consumer = consumer
         self.pending: dict[str, int] = {}  # connection_id -> highest seq read, not yet written
