@@ -1,12 +1,16 @@
 """Fan-out benchmark: the real server (Redis layer) against real WebSocket clients.
 
-    python bench/fanout.py [--scenario lecture|tutoring|idle|all] [--quick]
+    python bench/fanout.py [--scenario lecture|tutoring|idle|reconnect|all] [--quick]
+                           [--fast-sqs] [--clients N] [--workers N] [--profile DIR]
 
 Starts an AWS emulator (moto server, pinned to CPU 1: it stands in for remote
 AWS), `manage.py serve` pinned to CPU 0 with REDIS_URL set, and the load
 generator (bench/loadgen.py) pinned to CPU 1, and
 prints one JSON line per scenario: deliveries/s, p50/p99 latency, lost
-messages and the server's peak RSS. Not a test: run by `make bench`.
+messages, the server's peak RSS and the CPU it used. With --fast-sqs the
+server's queue calls go to bench/fast_sqs.py (accepts at once, stores
+nothing) instead of the emulator, which limits the rates otherwise. Not a
+test: run by `make bench`.
 """
 
 import argparse
@@ -79,6 +83,7 @@ def rss_kib(pid: int) -> dict:
 class Bench:
     def __init__(self, workdir: Path, profile_dir: Path | None = None, workers: int = 1):
         self.workdir = workdir
+        self.server_env: dict[str, str] = {}  # what the server's environment changes
         self.workers = workers
         self.servers = 0
         self.profile_dir = profile_dir
@@ -101,8 +106,8 @@ class Bench:
             "DJANGO_SETTINGS_MODULE": "chatsvc.settings",
         }
 
-    def spawn(self, command, **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env, **kwargs)
+    def spawn(self, command, env=None, **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(command, cwd=ROOT, env=env or self.env, **kwargs)
         self.processes.append(process)
         return process
 
@@ -118,6 +123,14 @@ class Bench:
         )
         self.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
         wait_http(self.env["AWS_ENDPOINT_URL"] + "/moto-api/")
+
+    def start_fast_sqs(self) -> None:
+        """The server's AWS calls go to bench/fast_sqs.py: in these scenarios they are all
+        SendMessageBatch (anything else would get a clear error, not a silent success)."""
+        port = free_port()
+        command = [sys.executable, str(ROOT / "bench" / "fast_sqs.py"), str(port)]
+        self.spawn(pinned(1, command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.server_env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
 
     def setup_django(self) -> None:
         os.environ.update(self.env)
@@ -145,7 +158,7 @@ class Bench:
         command += ["--port", str(self.port), "--workers", str(self.workers)]
         # One process: CPU 0, as ever. More: every CPU (the load generator shares CPU 1).
         cpus = "0" if self.workers == 1 else ",".join(map(str, sorted(os.sched_getaffinity(0))))
-        server = self.spawn(pinned(cpus, command))
+        server = self.spawn(pinned(cpus, command), env={**self.env, **self.server_env})
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
         if self.profile_dir:  # py-spy samples the server until it stops (raw, flamegraph-able)
             self.profiles += 1
@@ -340,11 +353,16 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="write py-spy profiles of the server (raw) to this directory"
     )
+    parser.add_argument(
+        "--fast-sqs", action="store_true", help="SQS that accepts at once and stores nothing"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatsvc-bench-") as workdir:
         bench = Bench(Path(workdir), args.profile, args.workers)
         try:
             bench.start_emulator()
+            if args.fast_sqs:
+                bench.start_fast_sqs()
             bench.setup_django()
             for name, run in SCENARIOS.items():
                 if args.scenario in (name, "all"):
