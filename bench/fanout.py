@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 LECTURE_P99_TARGET_MS = 100
 LECTURE_GIVE_UP_P99_MS = 2000  # keep stepping past the target to show the curve
-LECTURE_RATES = [5, 25, 50, 75, 100, 125, 150, 200, 250, 300, 400]
+LECTURE_RATES = [5, 25, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800]
 
 
 def free_port() -> int:
