@@ -66,6 +66,39 @@ def test_pending_bytes_is_what_twisted_holds_for_the_socket():
         accepted.close()
 
 
+def test_write_now_sends_at_once_and_queues_only_what_the_kernel_does_not_take():
+    """Frames skip Twisted's buffer while it is empty, never overtake what is in it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        peer.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    transport = tcp.Connection(accepted, Protocol(), reactor=MemoryReactor())
+    transport.connected = 1
+    small, large, after = b"hello", os.urandom(1 << 20), os.urandom(1000)
+    try:
+        websocket_protocol.write_now(transport, small)
+        assert pending_bytes(transport) == 0  # in the kernel, no reactor turn needed
+        received = bytearray()
+        read_up_to(peer, received, len(small))
+
+        websocket_protocol.write_now(transport, large)  # more than the kernel takes
+        queued = pending_bytes(transport)
+        assert 0 < queued < len(large)
+        websocket_protocol.write_now(transport, after)  # waits behind, in order
+        assert pending_bytes(transport) == queued + len(after)
+
+        data = small + large + after
+        while pending_bytes(transport):
+            transport.doWrite()
+            read_up_to(peer, received, len(data) - pending_bytes(transport))
+        assert bytes(received) == data
+    finally:
+        peer.close()
+        accepted.close()
+
+
 # --- the cut-off rule ------------------------------------------------------------------
 
 
