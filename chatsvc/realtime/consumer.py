@@ -50,6 +50,7 @@ from chatsvc.realtime.protocol import (
 )
 from chatsvc.realtime.ratelimit import Strikes, TokenBucket, control_rate, send_rate
 from chatsvc.rooms import moderation
+from chatsvc.rooms.models import revokes
 from chatsvc.streams import REDIS_OUTAGES, StreamUnavailable
 from chatsvc.webhooks import outbox
 
@@ -552,7 +553,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_user_revoked(self, user_id: str, revoked_at: float) -> None:
         """The tenant revoked the user's sessions: tokens issued until then are void."""
-        if self.user.id == user_id and self.user.issued_at <= revoked_at:
+        if self.user.id == user_id and revokes(revoked_at, self.user.issued_at):
             await self._close(tokens.CLOSE_BAD_TOKEN, "sessions revoked")
 
     # --- helpers -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from chatsvc.core.cancellation import raise_if_cancelled
 from chatsvc.realtime import events, presence
 from chatsvc.rooms import selectors
-from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation
+from chatsvc.rooms.models import Room, RoomMute, RoomRemoval, UserRevocation, revokes
 from chatsvc.tenants.models import Tenant, TenantKey
 from chatsvc.usage import recorder as usage
 
@@ -143,7 +143,7 @@ async def sweep(sockets) -> None:
             await socket.on_tenant_disabled()
         elif user.key_id not in keys:
             await socket.on_key_revoked(user.key_id)
-        elif revoked_at is not None and user.issued_at <= revoked_at:
+        elif revokes(revoked_at, user.issued_at):
             await socket.on_user_revoked(user.id, revoked_at)
         else:
             for room in set(socket.rooms) - rooms:

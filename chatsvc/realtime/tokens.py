@@ -12,6 +12,7 @@ import jwt
 
 from chatsvc.core.text import is_storable
 from chatsvc.realtime import directory
+from chatsvc.rooms.models import revokes
 from chatsvc.tenants.models import Tenant, TenantKey
 
 ALGORITHM = "HS256"
@@ -225,8 +226,7 @@ def _user_from_claims(claims: dict, key: TenantKey, lookup) -> ChatUser:
         raise TokenRejected("cids must be a list of ConnectionIds", check="bad_claim")
     if role not in ROLES:
         raise TokenRejected("role must be member or moderator", check="bad_claim")
-    revoked_at = lookup.revoked_at(key.tenant_id, sub)
-    if revoked_at is not None and claims["iat"] <= revoked_at:  # in or before its second
+    if revokes(lookup.revoked_at(key.tenant_id, sub), claims["iat"]):
         raise TokenRejected(
             "token revoked: the user's sessions were revoked since; mint a new token",
             check="user_revoked",

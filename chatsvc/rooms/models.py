@@ -101,6 +101,12 @@ class RoomMute(models.Model):
         return self.until > timezone.now()
 
 
+def revokes(revoked_at: float | None, issued_at: float) -> bool:
+    """Whether a revocation at `revoked_at` (epoch seconds; None: none) refuses a
+    token issued at `issued_at`: tokens issued in or before its second are refused."""
+    return revoked_at is not None and issued_at <= revoked_at
+
+
 class UserRevocation(models.Model):
     """Every session of a tenant's user up to `revoked_at`: tokens issued (iat) at
     or before that moment are refused and the user's live sockets are closed."""
@@ -122,4 +128,4 @@ class UserRevocation(models.Model):
 
     def refuses(self, issued_at: int) -> bool:
         """Tokens issued in or before the second of the revocation are refused."""
-        return issued_at <= self.revoked_at.timestamp()
+        return revokes(self.revoked_at.timestamp(), issued_at)
