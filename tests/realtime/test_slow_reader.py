@@ -33,70 +33,69 @@ def read_up_to(peer: socket.socket, received: bytearray, total: int) -> None:
         received += chunk
 
 
-def test_pending_bytes_is_what_twisted_holds_for_the_socket():
-    """Fails loudly when a Twisted upgrade changes FileDescriptor's buffers."""
+@pytest.fixture
+def stalled():
+    """A Twisted TCP transport (no reactor) and its peer socket, which reads only
+    when told: small fixed buffers, so the kernel takes little."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         peer = socket.socket()
-        # Small fixed buffers: the kernel takes little while the peer does not read.
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         peer.connect(listener.getsockname())
         accepted, _ = listener.accept()
     accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
     transport = tcp.Connection(accepted, Protocol(), reactor=MemoryReactor())
     transport.connected = 1
-    data = os.urandom(2 << 20)
     try:
-        assert pending_bytes(transport) == 0
-        transport.write(data[: 1 << 20])
-        assert pending_bytes(transport) == 1 << 20  # nothing goes out before doWrite
+        yield transport, peer
+    finally:
+        peer.close()
+        accepted.close()
+
+
+def drain(transport, peer, received: bytearray, total: int) -> None:
+    """Let Twisted write what it holds while the peer reads it, up to `total` bytes."""
+    while pending_bytes(transport):
         transport.doWrite()
-        taken = (1 << 20) - pending_bytes(transport)
-        assert 0 < taken < 1 << 20  # the kernel took some, the stalled peer holds it up
-        transport.write(data[1 << 20 :])  # waits behind, in the second buffer
-        assert pending_bytes(transport) == (2 << 20) - taken
-
-        # Whatever the kernel took reaches the peer: exactly all but the pending bytes.
-        received = bytearray()
-        while pending_bytes(transport):
-            transport.doWrite()
-            read_up_to(peer, received, len(data) - pending_bytes(transport))
-        assert bytes(received) == data
-    finally:
-        peer.close()
-        accepted.close()
+        read_up_to(peer, received, total - pending_bytes(transport))
 
 
-def test_write_now_sends_at_once_and_queues_only_what_the_kernel_does_not_take():
+def test_pending_bytes_is_what_twisted_holds_for_the_socket(stalled):
+    """Fails loudly when a Twisted upgrade changes FileDescriptor's buffers."""
+    transport, peer = stalled
+    data = os.urandom(2 << 20)
+    assert pending_bytes(transport) == 0
+    transport.write(data[: 1 << 20])
+    assert pending_bytes(transport) == 1 << 20  # nothing goes out before doWrite
+    transport.doWrite()
+    taken = (1 << 20) - pending_bytes(transport)
+    assert 0 < taken < 1 << 20  # the kernel took some, the stalled peer holds it up
+    transport.write(data[1 << 20 :])  # waits behind, in the second buffer
+    assert pending_bytes(transport) == (2 << 20) - taken
+
+    # Whatever the kernel took reaches the peer: exactly all but the pending bytes.
+    received = bytearray()
+    drain(transport, peer, received, len(data))
+    assert bytes(received) == data
+
+
+def test_write_now_sends_at_once_and_queues_only_what_the_kernel_does_not_take(stalled):
     """Frames skip Twisted's buffer while it is empty, never overtake what is in it."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        peer = socket.socket()
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        peer.connect(listener.getsockname())
-        accepted, _ = listener.accept()
-    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
-    transport = tcp.Connection(accepted, Protocol(), reactor=MemoryReactor())
-    transport.connected = 1
+    transport, peer = stalled
     small, large, after = b"hello", os.urandom(1 << 20), os.urandom(1000)
-    try:
-        websocket_protocol.write_now(transport, small)
-        assert pending_bytes(transport) == 0  # in the kernel, no reactor turn needed
-        received = bytearray()
-        read_up_to(peer, received, len(small))
+    websocket_protocol.write_now(transport, small)
+    assert pending_bytes(transport) == 0  # in the kernel, no reactor turn needed
+    received = bytearray()
+    read_up_to(peer, received, len(small))
 
-        websocket_protocol.write_now(transport, large)  # more than the kernel takes
-        queued = pending_bytes(transport)
-        assert 0 < queued < len(large)
-        websocket_protocol.write_now(transport, after)  # waits behind, in order
-        assert pending_bytes(transport) == queued + len(after)
+    websocket_protocol.write_now(transport, large)  # more than the kernel takes
+    queued = pending_bytes(transport)
+    assert 0 < queued < len(large)
+    websocket_protocol.write_now(transport, after)  # waits behind, in order
+    assert pending_bytes(transport) == queued + len(after)
 
-        data = small + large + after
-        while pending_bytes(transport):
-            transport.doWrite()
-            read_up_to(peer, received, len(data) - pending_bytes(transport))
-        assert bytes(received) == data
-    finally:
-        peer.close()
-        accepted.close()
+    data = small + large + after
+    drain(transport, peer, received, len(data))
+    assert bytes(received) == data
 
 
 # --- the cut-off rule ------------------------------------------------------------------
