@@ -202,6 +202,11 @@ CHAT_REACTIONS_PER_MESSAGE = env_int("CHAT_REACTIONS_PER_MESSAGE", 1000)
 # and one receipt to the room per room per this many seconds.
 CHAT_READ_COALESCE_SECONDS = env_int("CHAT_READ_COALESCE_SECONDS", 1)
 CHAT_AUTH_TIMEOUT_SECONDS = env_int("CHAT_AUTH_TIMEOUT_SECONDS", 10)
+# Sockets of one process that authenticate or join at once (a reconnect storm's
+# others wait their turn, so live rooms stay fast; 0: no limit), and how long one
+# may wait before it gets `overloaded`.
+CHAT_ADMISSION_CONCURRENCY = env_int("CHAT_ADMISSION_CONCURRENCY", 16)
+CHAT_ADMISSION_WAIT_SECONDS = env_int("CHAT_ADMISSION_WAIT_SECONDS", 10)
 # Sockets one client address may hold open before authenticating (per process).
 CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS = env_int("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", 200)
 # A connection must send its request headers within this (slowloris).

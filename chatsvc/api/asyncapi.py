@@ -114,7 +114,9 @@ ERROR_CODES = {
     "this process, or it is behind (its event loop, or the frames waiting for it, lag more "
     f"than {settings.CHAT_OVERLOAD_LAG_MS} ms: `send`, `edit`, `delete` and `react` are "
     "refused, `typing` is dropped). Resend the same `client_id` later: after "
-    "`retry_after_ms` when the error has it, else with backoff.",
+    "`retry_after_ms` when the error has it, else with backoff. Also for an `auth` (then "
+    "close 1013) or a `join` that got no admission turn in time: reconnect or join again "
+    "after `retry_after_ms`.",
     "unavailable": "A backend is briefly unreachable; nothing was created or changed: retry "
     "with backoff (a `send`, `edit`, ... with the same `client_id`).",
     "history_unavailable": "The history store could not be read: retry the `history` frame.",
@@ -1030,8 +1032,9 @@ def _server_frames() -> dict:
                 "retry_after_ms": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "With `overloaded` when the server is behind delivering: "
-                    "resend no sooner than this many milliseconds from now (jittered).",
+                    "description": "With `overloaded` when the server is behind delivering "
+                    "or gave an `auth` or `join` no turn: resend (reconnect, join) no sooner "
+                    "than this many milliseconds from now (jittered).",
                 },
             },
             ("code", "message", "ref"),

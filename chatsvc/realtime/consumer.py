@@ -26,6 +26,7 @@ from chatsvc.messaging.history import read_history
 from chatsvc.messaging.producer import EnqueueFailed, QueueBusy
 from chatsvc.messaging.queue_message import utc_timestamp
 from chatsvc.realtime import (
+    admission,
     connection_limits,
     directory,
     events,
@@ -280,11 +281,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if kind != "auth":
                 got = f", not {kind[:40]!r}" if kind else ""
                 raise FrameError("not_authenticated", f"the first frame must be auth{got}")
-            await self._auth(parse_data(data, max_body_chars=settings.CHAT_MAX_BODY_CHARS))
+            frame = parse_data(data, max_body_chars=settings.CHAT_MAX_BODY_CHARS)
+            self.deadline.cancel()  # the auth frame came: waiting for a turn is ours
+            async with admission.turn():
+                await self._auth(frame)
             return
         except FrameError as error:
             await self._reject(tokens.CLOSE_BAD_TOKEN, error, check="first_frame")
             return
+        except admission.Busy as busy:
+            message = "the server is busy; reconnect later"
+            await self._error(FrameError("overloaded", message, retry_after_ms=busy.retry_after_ms))
+            code = CLOSE_TRY_LATER
         except OUTAGES as exc:
             logger.warning("auth failed: a backend is unavailable", extra={"error": str(exc)})
             await self._error(FrameError("unavailable", "temporarily unavailable; reconnect"))
@@ -344,7 +352,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_join(self, frame: ClientFrame) -> None:
         """One room or several (`connection_ids`): each gets its `joined` or its `error`."""
-        for connection_id, since, epoch in join_targets(frame):
+        targets = join_targets(frame)
+        try:
+            async with admission.turn():
+                await self._join_each(targets)
+        except admission.Busy as busy:
+            for connection_id, _, _ in targets:
+                ref = connection_id[:MAX_CLIENT_ID]
+                message = "the server is busy; join again later"
+                error = FrameError(
+                    "overloaded",
+                    message,
+                    ref,
+                    connection_id=ref,
+                    retry_after_ms=busy.retry_after_ms,
+                )
+                await self._error(error)
+
+    async def _join_each(self, targets) -> None:
+        for connection_id, since, epoch in targets:
             ref = connection_id[:MAX_CLIENT_ID]
             try:
                 await self._join_room(connection_id, since=since, epoch=epoch)

@@ -507,6 +507,28 @@ def test_an_overloaded_send_is_resent_no_sooner_than_the_server_asks(page):
     assert page.evaluate("frames('send').at(-1).client_id") == retried
 
 
+def test_a_busy_server_is_asked_again_no_sooner_than_it_says(page):
+    """Admission: an auth or a join that got no turn comes with retry_after_ms."""
+    page.evaluate("start()")
+    page.wait_for_function("sockets.length === 1 && last().sent.length === 1")
+    busy = "{type: 'error', code: 'overloaded', message: 'busy', retry_after_ms: 1500, ref: null}"
+    deliver(page, busy)
+    page.evaluate("last().drop(1013)")
+    status = page.evaluate("seen('status').at(-1)")
+    assert (status["state"], status["code"]) == ("reconnecting", 1013)
+    assert status["delay"] >= 1500  # its own backoff is at most 20 ms in the harness
+
+    page.wait_for_function("sockets.length === 2 && last().sent.length === 1", timeout=5000)
+    page.evaluate(
+        "last().deliver({type: 'ready', user: {id: 'u1', name: 'Alice', role: 'member'}})"
+    )
+    joins = len(page.evaluate("frames('join')"))
+    deliver(page, busy.replace("ref: null", "ref: ROOM, connection_id: ROOM"))
+    page.wait_for_timeout(1300)  # its own backoff alone would have joined again (≤ 1.25 s)
+    assert len(page.evaluate("frames('join')")) == joins
+    page.wait_for_function(f"frames('join').length === {joins + 1}", timeout=5000)
+
+
 def test_close_codes_4401_refreshes_the_token_and_4403_stops(page):
     connect(page, joined={}, options="{getToken: async () => 't2'}")
     page.evaluate("last().drop(4401)")

@@ -405,6 +405,8 @@ export class ChatClient {
     const detail = { code };
     const why = reason || this.#authError?.message;
     if (why) detail.reason = why;
+    // A busy server says when to come back (already jittered): not sooner.
+    const notBefore = this.#authError?.retry_after_ms ?? 0;
     this.#authError = null;
     clearInterval(this.#timers.heartbeat);
     for (const room of this.#rooms.values()) {
@@ -423,7 +425,7 @@ export class ChatClient {
       this.#stopped = true; // forbidden, or expired with no way to get a new token
       return this.#setState("stopped", detail);
     }
-    const delay = this.#backoff(code);
+    const delay = Math.max(this.#backoff(code), notBefore);
     this.#setState("reconnecting", { ...detail, delay });
     this.#reconnectIn(delay, code === 4401);
   }
@@ -1082,7 +1084,7 @@ export class ChatClient {
       this.#sendJoin(room);
     } else if (room && RETRY_ROOM.has(code)) {
       willRetry = true;
-      const delay = 250 + Math.random() * 1000;
+      const delay = Math.max(250 + Math.random() * 1000, frame.retry_after_ms ?? 0);
       if (!room.joined) this.#later(room, () => this.#sendJoin(room), delay);
       else if (room.requests.length) this.#sendHistory(room, delay);
     }
