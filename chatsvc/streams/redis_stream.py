@@ -383,10 +383,12 @@ class RedisRoomStream:
     async def _command(self, command, channel: str) -> None:
         try:
             await command(channel)
-        except OUTAGES:
-            # Drop the broken connection: the reader connects again and
-            # subscribes every room, then the listener repairs each.
-            logger.info("pub/sub command failed; reconnecting")
+        except Exception as exc:
+            # A broken connection: a connection error, or, when redis-py closes or
+            # reopens it under the reader, AttributeError or RuntimeError (seen with
+            # 10,000 sockets leaving at once). Drop it: the reader connects again and
+            # subscribes every room it still needs, then the listener repairs each.
+            logger.info("pub/sub command failed; reconnecting", extra={"error": repr(exc)})
             await _quietly_close(self._pubsub)
 
     async def _read(self) -> None:

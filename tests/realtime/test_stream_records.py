@@ -209,23 +209,28 @@ async def test_records_seeded_for_a_refused_change_still_expire(redis_url):
     await stream.close()
 
 
+class Confirmations:
+    """A stream listener that records which rooms' subscriptions were confirmed."""
+
+    def __init__(self):
+        self.confirmed = set()
+
+    def on_subscribed(self, connection_id):
+        self.confirmed.add(connection_id)
+
+    async def on_frame(self, connection_id, seq, frame):
+        pass
+
+    async def on_event(self, connection_id, payload):
+        pass
+
+
 async def test_rooms_subscribed_at_once_on_a_new_stream_all_confirm(redis_url):
     """A drain's reconnect storm: the first joins of a fresh process subscribe many
     rooms before the stream's connection exists; every room must hear back (one
     connection, read by the stream), none on a connection nobody reads."""
-
-    class Listener:
-        def __init__(self):
-            self.confirmed = set()
-
-        def on_subscribed(self, connection_id):
-            self.confirmed.add(connection_id)
-
-        async def on_frame(self, connection_id, seq, frame):
-            pass
-
     stream = RedisRoomStream(url=redis_url, window=WINDOW)
-    listener = Listener()
+    listener = Confirmations()
     stream.listen(listener)
     first, *others = [new_ulid() for _ in range(200)]
     rooms = {first, *others}
@@ -236,5 +241,31 @@ async def test_rooms_subscribed_at_once_on_a_new_stream_all_confirm(redis_url):
         async with asyncio.timeout(5):
             while listener.confirmed != rooms:
                 await asyncio.sleep(0.02)
+    finally:
+        await stream.close()
+
+
+async def test_a_command_on_a_closed_subscription_reconnects_instead_of_raising(redis_url):
+    """Thousands of sockets leaving at once while the subscription is being closed
+    (a lost connection, a shutdown): redis-py then fails with AttributeError, not a
+    connection error. Leaving must not fail, and the reader subscribes again."""
+    stream = RedisRoomStream(url=redis_url, window=WINDOW)
+    listener = Confirmations()
+    stream.listen(listener)
+    kept, left, later = new_ulid(), new_ulid(), new_ulid()
+    try:
+        await stream.subscribe(kept)
+        await stream.subscribe(left)
+        async with asyncio.timeout(5):
+            while listener.confirmed != {kept, left}:
+                await asyncio.sleep(0.02)
+        await stream._pubsub.connection.disconnect()  # its writer is gone
+        await stream.unsubscribe(left)  # no exception
+        await stream.subscribe(later)
+        listener.confirmed.clear()
+        async with asyncio.timeout(5):  # subscribed again on a new connection
+            while not {kept, later} <= listener.confirmed:
+                await asyncio.sleep(0.02)
+        assert left not in listener.confirmed
     finally:
         await stream.close()
