@@ -1,7 +1,8 @@
 """Fan-out benchmark: the real server (Redis layer) against real WebSocket clients.
 
     python bench/fanout.py [--scenario lecture|tutoring|idle|reconnect|all] [--quick]
-                           [--fast-sqs] [--clients N] [--workers N] [--profile DIR]
+                           [--fast-sqs] [--clients N] [--idle-connections N]
+                           [--workers N] [--profile DIR]
 
 Starts an AWS emulator (moto server, pinned to CPU 1: it stands in for remote
 AWS), `manage.py serve` pinned to CPU 0 with REDIS_URL set, and the load
@@ -284,7 +285,7 @@ def run_tutoring(bench: Bench, args) -> None:
 def run_idle(bench: Bench, args) -> None:
     server = bench.start_server()
     _, token, new_room = bench.tenant()
-    rooms = 100 if args.quick else 1000
+    rooms = 100 if args.quick else args.idle_connections // 2
     config = {
         "scenario": "idle",
         "rooms": [new_room() for _ in range(rooms)],
@@ -355,6 +356,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--fast-sqs", action="store_true", help="SQS that accepts at once and stores nothing"
+    )
+    parser.add_argument(
+        "--idle-connections", type=int, default=2000, help="idle sockets (2 per room)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatsvc-bench-") as workdir:
