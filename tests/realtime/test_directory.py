@@ -196,7 +196,7 @@ def test_rooms_missing_the_cache_together_cost_one_set_of_queries(
     assert directory.LOADING.admission(world.other.tenant.id, quiet, "ada").room is None
 
 
-async def test_joins_that_miss_the_cache_at_once_are_looked_up_together(world):
+async def test_joins_that_miss_the_cache_at_once_are_looked_up_together(world, monkeypatch):
     rooms = [await async_db(factories.room_for)(world.acme) for _ in range(5)]
     tenant = world.acme.tenant.id
     fetched = []
@@ -206,13 +206,10 @@ async def test_joins_that_miss_the_cache_at_once_are_looked_up_together(world):
         fetched.append(len(connection_ids))
         return load(connection_ids)
 
-    directory.LOADING.rooms = counting
+    monkeypatch.setattr(directory.LOADING, "rooms", counting)
     directory._room_fills.pop()  # this loop's coalescer, made anew with the counting fill
-    try:
-        admissions = await asyncio.gather(
-            *(directory.admission(tenant, room.connection_id, "ada") for room in rooms)
-        )
-    finally:
-        del directory.LOADING.rooms
+    admissions = await asyncio.gather(
+        *(directory.admission(tenant, room.connection_id, "ada") for room in rooms)
+    )
     assert [a.room.connection_id for a in admissions] == [r.connection_id for r in rooms]
     assert fetched == [5]
